@@ -1,0 +1,26 @@
+# Two commands do all the set-up: `make demo` and `make test`.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+PIP := $(BIN)/pip install -q -c constraints.txt
+
+.PHONY: demo test lint install install-dev
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+
+install: $(BIN)/python
+	$(PIP) -e .
+
+install-dev: $(BIN)/python
+	$(PIP) -e ".[dev]"
+
+demo: install
+	$(BIN)/cnnlab demo
+
+lint: install-dev
+	$(BIN)/ruff check .
+
+test: lint
+	$(BIN)/python -m pytest -q

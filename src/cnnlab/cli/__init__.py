@@ -1,0 +1,51 @@
+"""The `cnnlab` command: argparse subcommands, each a thin call into the library.
+
+Every module in this package that defines ``register(subparsers)`` adds its subcommands;
+the handler it sets as ``func`` returns an exit code. Bad input anywhere becomes one line
+on stderr and exit code 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import pkgutil
+import sys
+from collections.abc import Sequence
+from typing import NoReturn
+
+__all__ = ["CliError", "main"]
+
+
+class CliError(Exception):
+    """A user error the CLI reports as one line with exit code 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        raise CliError(f"{self.prog}: {message}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="cnnlab", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+    for module in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
+        commands = importlib.import_module(f"{__name__}.{module.name}")
+        register = getattr(commands, "register", None)
+        if register is not None:
+            register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+        return int(args.func(args) or 0)
+    except (CliError, ValueError, FileNotFoundError, NotADirectoryError, PermissionError) as exc:
+        message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        print(f"cnnlab: error: {message}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("cnnlab: interrupted", file=sys.stderr)
+        return 130

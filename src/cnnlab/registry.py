@@ -1,0 +1,160 @@
+"""The single door to the zoo: register, list, describe and build models by name."""
+
+from __future__ import annotations
+
+import difflib
+import fnmatch
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch.nn as nn
+
+__all__ = [
+    "ModelInfo",
+    "Paper",
+    "create_model",
+    "list_models",
+    "model_info",
+    "register_model",
+]
+
+
+@dataclass(frozen=True)
+class Paper:
+    """The publication a model comes from."""
+
+    title: str
+    authors: str
+    year: int
+    url: str
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What the paper (or torchvision, for its forms) declares about one registered model.
+
+    ``params`` and ``macs`` are declared from the paper or the published reference, never
+    measured from the code, so that tests can compare declared with measured.
+    """
+
+    name: str
+    family: str
+    paper: Paper
+    input_size: tuple[int, int, int]
+    dataset: str  # "imagenet" | "cifar10" | "cifar100" | "mnist"
+    num_classes: int
+    params: int
+    macs: int | None = None  # multiply-accumulates of conv and linear layers at input_size
+    top1_error: float | None = None  # percent
+    top5_error: float | None = None  # percent
+    error_source: str = ""
+    recipe: str = ""
+    torchvision: bool = False
+    deviations: tuple[str, ...] = field(default_factory=tuple)
+
+    @property
+    def title(self) -> str:
+        return self.paper.title
+
+    @property
+    def authors(self) -> str:
+        return self.paper.authors
+
+    @property
+    def year(self) -> int:
+        return self.paper.year
+
+    @property
+    def url(self) -> str:
+        return self.paper.url
+
+    @property
+    def top1(self) -> float | None:
+        """Published top-1 accuracy in percent."""
+        return None if self.top1_error is None else round(100.0 - self.top1_error, 3)
+
+
+_BUILDERS: dict[str, Callable[..., nn.Module]] = {}
+_INFOS: dict[str, ModelInfo] = {}
+
+_DATASETS = ("imagenet", "cifar10", "cifar100", "mnist")
+
+
+def register_model(**info: Any) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
+    """Register a builder under its function name with the given ModelInfo fields.
+
+    >>> @register_model(family="lenet", paper=LECUN_1998, input_size=(1, 32, 32), ...)
+    ... def lenet5(**kwargs): ...
+    """
+
+    def decorate(builder: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+        name = builder.__name__
+        if name in _BUILDERS:
+            raise ValueError(f"model {name!r} is already registered")
+        model_info_ = ModelInfo(name=name, **info)
+        if model_info_.dataset not in _DATASETS:
+            raise ValueError(
+                f"{name}: dataset must be one of {_DATASETS}, got {model_info_.dataset!r}"
+            )
+        _BUILDERS[name] = builder
+        _INFOS[name] = model_info_
+        return builder
+
+    return decorate
+
+
+def _ensure_loaded() -> None:
+    # Importing the models package runs every family module's register_model calls.
+    import cnnlab.models  # noqa: F401
+
+
+def list_models(pattern: str = "*") -> list[str]:
+    """Registered model names matching a shell-style pattern, sorted."""
+    _ensure_loaded()
+    return sorted(n for n in _BUILDERS if fnmatch.fnmatchcase(n, pattern))
+
+
+def _lookup(name: str) -> str:
+    _ensure_loaded()
+    if name in _BUILDERS:
+        return name
+    close = difflib.get_close_matches(name, _BUILDERS, n=5, cutoff=0.5)
+    hint = f"; closest: {', '.join(close)}" if close else "; see `cnnlab models`"
+    raise ValueError(f"unknown model {name!r}{hint}")
+
+
+def model_info(name: str) -> ModelInfo:
+    """The declared facts about a registered model."""
+    return _INFOS[_lookup(name)]
+
+
+def create_model(
+    name: str,
+    *,
+    num_classes: int | None = None,
+    in_chans: int | None = None,
+    features_only: bool = False,
+    out_indices: tuple[int, ...] | None = None,
+    **kwargs: Any,
+) -> nn.Module:
+    """Build a registered model.
+
+    ``num_classes``/``in_chans`` override the paper's defaults; other keywords go to the
+    builder. With ``features_only=True`` the result returns the list of stage feature maps
+    selected by ``out_indices`` (default: every stage in ``feature_info``).
+    """
+    builder = _BUILDERS[_lookup(name)]
+    if num_classes is not None:
+        kwargs["num_classes"] = num_classes
+    if in_chans is not None:
+        kwargs["in_chans"] = in_chans
+    model = builder(**kwargs)
+    model.model_name = name
+    if features_only:
+        from cnnlab.models.base import FeatureExtractor
+
+        return FeatureExtractor(model, out_indices)
+    if out_indices is not None:
+        raise ValueError("out_indices only applies with features_only=True")
+    return model

@@ -1,0 +1,29 @@
+"""Shared helpers for the per-model tests over the whole registry."""
+
+from __future__ import annotations
+
+import torch
+
+import cnnlab
+
+
+def small_input_hw(name: str, model: torch.nn.Module) -> tuple[int, int]:
+    """A small valid input: the model's fixed size, else the paper's size for CIFAR/MNIST
+    nets and 64x64 (or the model's minimum, if larger) for ImageNet nets."""
+    if model.fixed_input_size is not None:
+        return model.fixed_input_size
+    info = cnnlab.model_info(name)
+    if info.dataset != "imagenet":
+        return info.input_size[1:]
+    mh, mw = model.min_input_size
+    return max(64, mh), max(64, mw)
+
+
+def build_on_meta(name: str, **kwargs) -> torch.nn.Module:
+    """Build without allocating or initialising real memory: shapes and counts only."""
+    with torch.device("meta"):
+        return cnnlab.create_model(name, **kwargs)
+
+
+def count_params(model: torch.nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
