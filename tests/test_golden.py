@@ -10,9 +10,10 @@ import os
 
 import pytest
 import torch
-from conftest import DATA
 
 import cnnlab
+
+from conftest import DATA
 
 GOLDEN = DATA / "golden"
 UPDATE = os.environ.get("CNNLAB_UPDATE_GOLDEN") == "1"

@@ -27,3 +27,4 @@ def build_on_meta(name: str, **kwargs) -> torch.nn.Module:
 
 def count_params(model: torch.nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
+
