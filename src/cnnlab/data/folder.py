@@ -97,10 +97,10 @@ class ImageFolderDataset(torch.utils.data.Dataset):
         """Per-channel mean and std in [0, 1] units over all pixels of ``max_images`` images
         drawn with ``seed`` (all images when None)."""
         count = len(self)
-        order = range(count)
+        order: list[int] = list(range(count))
         if max_images is not None and max_images < count:
-            order = torch.randperm(count, generator=torch.Generator().manual_seed(seed))
-            order = order[:max_images].tolist()
+            generator = torch.Generator().manual_seed(seed)
+            order = torch.randperm(count, generator=generator)[:max_images].tolist()
         total = torch.zeros(3, dtype=torch.float64)
         total_sq = torch.zeros(3, dtype=torch.float64)
         pixels = 0
