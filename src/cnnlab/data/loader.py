@@ -160,7 +160,8 @@ class FolderLoader(_EpochBatches):
 
     ``sample_transform(image_uint8_chw, generator) -> uint8 CHW`` runs per image in the
     workers (bring images to one size there); ``train_transform`` then runs per batch on the
-    device, as in :class:`DeviceLoader`.
+    device, as in :class:`DeviceLoader`. ``mean``/``std`` default to the dataset's, estimated
+    from 2,000 of its images (pass ``transforms.IMAGENET_MEAN``/``IMAGENET_STD`` for ImageNet).
     """
 
     def __init__(
@@ -169,8 +170,8 @@ class FolderLoader(_EpochBatches):
         batch_size: int,
         *,
         shuffle: bool,
-        mean: Sequence[float],
-        std: Sequence[float],
+        mean: Sequence[float] | None = None,
+        std: Sequence[float] | None = None,
         sample_transform: SampleTransform | None = None,
         train_transform: BatchTransform | None = None,
         device: str | torch.device = "cpu",
@@ -187,7 +188,8 @@ class FolderLoader(_EpochBatches):
         self.dataset = dataset
         self.samples = _DecodedSamples(dataset, sample_transform)
         self.samples.seed = seed
-        self.mean, self.std = list(mean), list(std)
+        self.mean = list(dataset.mean if mean is None else mean)
+        self.std = list(dataset.std if std is None else std)
         self.train_transform = train_transform
         self.device = torch.device(device)
         self.num_workers = num_workers
@@ -219,6 +221,4 @@ def make_loader(dataset: Any, batch_size: int, **options: Any) -> DeviceLoader |
         options.pop("sample_transform", None)
         options.pop("num_workers", None)
         return DeviceLoader(dataset, batch_size, **options)
-    if options.get("mean") is None or options.get("std") is None:
-        raise ValueError("an image-folder loader needs mean= and std= (e.g. ImageNet's)")
     return FolderLoader(dataset, batch_size, **options)

@@ -9,14 +9,18 @@ the same batch on CPU and GPU. uint8 in -> uint8 out (rounded and clamped), exce
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
+from cnnlab.data.dataset import PixelMoments
+
 __all__ = [
+    "IMAGENET_MEAN",
     "IMAGENET_PCA",
+    "IMAGENET_STD",
     "center_crop",
     "normalize",
     "pca_lighting",
@@ -28,6 +32,10 @@ __all__ = [
     "scale_jitter",
     "ten_crop",
 ]
+
+# ImageNet's per-channel mean and std in [0, 1] units, as torchvision's weights expect them.
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
 
 # ImageNet's RGB eigenvalues/eigenvectors (columns) in [0, 1] units, as fb.resnet.torch and most
 # ResNet-era code use them for Krizhevsky et al.'s colour augmentation; rgb_eigen recomputes.
@@ -266,37 +274,25 @@ def rgb_eigen(
     count = len(images)
     if count == 0:
         raise ValueError("rgb_eigen needs at least one image")
-    order: Iterable[int] = range(count)
+    order: list[int] = list(range(count))
     if max_images is not None and max_images < count:
         generator = torch.Generator().manual_seed(seed)
         order = torch.randperm(count, generator=generator)[:max_images].tolist()
-    total = torch.zeros(3, dtype=torch.float64)
-    outer = torch.zeros(3, 3, dtype=torch.float64)
-    pixels = 0
-    batch: list[torch.Tensor] = []
-
-    def flush() -> None:
-        nonlocal total, outer, pixels
-        flat = torch.cat(batch, dim=1).to(torch.float64) / 255.0
-        total += flat.sum(dim=1)
-        outer += flat @ flat.T
-        pixels += flat.shape[1]
-        batch.clear()
-
+    moments = PixelMoments(3)
+    if isinstance(images, torch.Tensor):  # in memory: whole chunks at a time
+        if images.ndim != 4 or images.shape[1] != 3:
+            raise ValueError(f"rgb_eigen needs RGB images, got shape {tuple(images.shape)}")
+        for chunk in torch.as_tensor(order).split(4096):
+            moments.add(images.index_select(0, chunk.to(images.device)))
+        order = []
     for i in order:
         image = images[i]
         if isinstance(image, tuple):  # a dataset item (image, label)
             image = image[0]
         if image.ndim != 3 or image.shape[0] != 3:
             raise ValueError(f"rgb_eigen needs RGB images, got shape {tuple(image.shape)}")
-        batch.append(image.reshape(3, -1).cpu())
-        if len(batch) >= 256:
-            flush()
-    if batch:
-        flush()
-    mean = total / pixels
-    cov = outer / pixels - torch.outer(mean, mean)
-    vals, vecs = torch.linalg.eigh(cov)
+        moments.add(image)
+    vals, vecs = torch.linalg.eigh(moments.covariance())
     return vals.flip(0).float(), vecs.flip(1).float()
 
 
