@@ -145,3 +145,25 @@ def test_resize_shorter_side():
     out = T.resize(x, 5)
     assert out.shape == (2, 1, 5, 10) and bool((out == 77).all())
     assert T.resize(x, (4, 6)).shape == (2, 1, 4, 6)
+
+
+def test_resized_crop_boxes_follow_the_inception_rule():
+    # Szegedy et al. 2015, Sec. 6: area 8%..100% of the image, aspect ratio in [3/4, 4/3].
+    h, w = 40, 60
+    boxes = T.resized_crop_boxes(2000, h, w, generator=torch.Generator().manual_seed(0))
+    top, left, bh, bw = boxes.unbind(1)
+    assert bool(((top >= 0) & (left >= 0) & (top + bh <= h) & (left + bw <= w)).all())
+    area = bh * bw / (h * w)
+    aspect = bw / bh
+    # rounding the sides to whole pixels moves area and aspect slightly off the exact range
+    assert float(area.min()) > 0.06 and float(area.max()) <= 1.0
+    assert float(aspect.min()) > 0.7 and float(aspect.max()) < 1.43
+    assert len(set(top.tolist())) > 10 and len(set(left.tolist())) > 10
+    # with areas up to 50% of a square every first try fits (longest side <= sqrt(0.5 * 4/3)
+    # < 1 of the image side), so the areas are the proposal's uniform draws: half below 0.29
+    boxes = T.resized_crop_boxes(2000, 64, 64, scale=(0.08, 0.5),
+                                 generator=torch.Generator().manual_seed(1))
+    area = boxes[:, 2] * boxes[:, 3] / 64**2
+    assert 0.45 < float((area < 0.29).double().mean()) < 0.55
+    log_aspect = torch.log(boxes[:, 3] / boxes[:, 2])  # log-uniform ratio: symmetric around 0
+    assert abs(float((log_aspect < 0).double().mean()) - 0.5) < 0.05

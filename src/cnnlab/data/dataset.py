@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from functools import cached_property
 
-import numpy as np
 import torch
 
 __all__ = [
@@ -165,9 +164,3 @@ def split_train_val(
     name = dataset.name or "dataset"
     return dataset.subset(train_idx, f"{name}/train"), dataset.subset(val_idx, f"{name}/val")
 
-
-def mix_seed(*parts: int) -> int:
-    """A well-spread 63-bit seed from several integers (seed, epoch, rank, index, ...)."""
-    words = [int(p) & 0xFFFFFFFF for p in parts]
-    state = np.random.SeedSequence(words).generate_state(1, np.uint64)
-    return int(state[0]) >> 1

@@ -14,22 +14,34 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
+import numpy as np
 import torch
 
-from cnnlab.data.dataset import ImageTensorDataset, mix_seed
+from cnnlab.data.dataset import ImageTensorDataset
 from cnnlab.data.transforms import normalize
 
 __all__ = ["DeviceLoader", "FolderLoader", "epoch_indices", "make_loader"]
 
+def mix_seed(*parts: int) -> int:
+    """A well-spread 63-bit seed from several integers (seed, epoch, rank, index, ...)."""
+    words = [int(p) & 0xFFFFFFFF for p in parts]
+    state = np.random.SeedSequence(words).generate_state(1, np.uint64)
+    return int(state[0]) >> 1
+
+
 BatchTransform = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
+
+
+def _check_rank(rank: int, world_size: int) -> None:
+    if world_size < 1 or not 0 <= rank < world_size:
+        raise ValueError(f"need 0 <= rank < world_size, got rank={rank}, world_size={world_size}")
 
 
 def epoch_indices(
     n: int, *, shuffle: bool, seed: int, epoch: int, rank: int = 0, world_size: int = 1
 ) -> torch.Tensor:
     """The indices rank ``rank`` visits in ``epoch``: its stride of the epoch's permutation."""
-    if world_size < 1 or not 0 <= rank < world_size:
-        raise ValueError(f"need 0 <= rank < world_size, got rank={rank}, world_size={world_size}")
+    _check_rank(rank, world_size)
     if shuffle:
         generator = torch.Generator().manual_seed(mix_seed(seed, epoch))
         order = torch.randperm(n, generator=generator)
@@ -50,7 +62,7 @@ class _EpochBatches:
         self.n, self.batch_size, self.shuffle, self.seed = n, batch_size, shuffle, seed
         self.drop_last, self.rank, self.world_size = drop_last, rank, world_size
         self.epoch = 0
-        epoch_indices(0, shuffle=False, seed=0, epoch=0, rank=rank, world_size=world_size)
+        _check_rank(rank, world_size)
 
     def set_epoch(self, epoch: int) -> None:
         """Reseed the shuffle (and augmentation) for ``epoch``."""

@@ -28,6 +28,7 @@ __all__ = [
     "random_flip",
     "random_resized_crop",
     "resize",
+    "resized_crop_boxes",
     "rgb_eigen",
     "scale_jitter",
     "ten_crop",
@@ -174,14 +175,31 @@ def random_resized_crop(
     generator: torch.Generator | None = None,
     attempts: int = 10,
 ) -> torch.Tensor:
-    """Inception-style crop (Szegedy et al. 2015, Sec. 6): a box covering ``scale`` of the area
-    with aspect ratio in ``ratio`` (log-uniform), resized to ``size``.
-
-    Each image gets ``attempts`` tries; an image whose tries all miss falls back to the
-    central crop with the ratio clamped into range (torchvision's rule).
-    """
+    """Inception-style crop (Szegedy et al. 2015, Sec. 6: "patches of the image whose size is
+    distributed evenly between 8% and 100% of the image area with aspect ratio constrained to
+    the interval [3/4, 4/3]"), resized to ``size``; boxes from :func:`resized_crop_boxes`."""
     _check_batch(x, "random_resized_crop")
     n, _, h, w = x.shape
+    boxes = resized_crop_boxes(n, h, w, scale, ratio, generator, attempts)
+    return _crop_and_resize(x, boxes, _pair(size))
+
+
+def resized_crop_boxes(
+    n: int,
+    h: int,
+    w: int,
+    scale: tuple[float, float] = (0.08, 1.0),
+    ratio: tuple[float, float] = (3 / 4, 4 / 3),
+    generator: torch.Generator | None = None,
+    attempts: int = 10,
+) -> torch.Tensor:
+    """``n`` boxes (top, left, height, width) in an ``h`` x ``w`` image: area uniform in
+    ``scale`` of the image, aspect ratio log-uniform in ``ratio`` (the paper says only
+    "constrained to"; log-uniform is torchvision's reading), position uniform.
+
+    Each box gets ``attempts`` tries; a box whose tries all miss falls back to the central
+    crop with the ratio clamped into range (torchvision's rule).
+    """
     area = h * w
     draws = _uniform((n, attempts, 4), generator)
     target = area * (scale[0] + (scale[1] - scale[0]) * draws[..., 0])
@@ -207,7 +225,7 @@ def random_resized_crop(
             fw, fh = w, h
         bw[fallback], bh[fallback] = float(fw), float(fh)
         top[fallback], left[fallback] = float((h - fh) // 2), float((w - fw) // 2)
-    return _crop_and_resize(x, torch.stack([top, left, bh, bw], dim=1), _pair(size))
+    return torch.stack([top, left, bh, bw], dim=1)
 
 
 def scale_jitter(
