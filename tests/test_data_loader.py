@@ -53,7 +53,7 @@ def test_order_depends_on_seed_and_epoch_only():
 def test_labels_follow_images_and_drop_last():
     ds = indexed_dataset(25)
     loader = DeviceLoader(ds, 10, shuffle=True, mean=[0.0], std=[1.0], drop_last=True)
-    assert len(loader) == 2
+    assert len(loader) == 2 and loader.num_samples == 20
     for x, y in loader:
         assert y.dtype == torch.int64 and [i % 10 for i in ids(x)] == y.tolist()
 

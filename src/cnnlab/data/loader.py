@@ -20,7 +20,8 @@ import torch
 from cnnlab.data.dataset import ImageTensorDataset
 from cnnlab.data.transforms import normalize
 
-__all__ = ["DeviceLoader", "FolderLoader", "epoch_indices", "make_loader"]
+__all__ = ["DeviceLoader", "FolderLoader", "epoch_indices", "make_loader", "mix_seed"]
+
 
 def mix_seed(*parts: int) -> int:
     """A well-spread 63-bit seed from several integers (seed, epoch, rank, index, ...)."""
@@ -69,14 +70,19 @@ class _EpochBatches:
         self.epoch = int(epoch)
 
     @property
-    def num_samples(self) -> int:
-        """Samples this rank sees per epoch."""
+    def shard_size(self) -> int:
+        """Samples of the epoch's permutation assigned to this rank."""
         return len(range(self.rank, self.n, self.world_size))
+
+    @property
+    def num_samples(self) -> int:
+        """Samples this rank sees per epoch (the shard, less a dropped last partial batch)."""
+        return len(self) * self.batch_size if self.drop_last else self.shard_size
 
     def __len__(self) -> int:
         if self.drop_last:
-            return self.num_samples // self.batch_size
-        return -(-self.num_samples // self.batch_size)
+            return self.shard_size // self.batch_size
+        return -(-self.shard_size // self.batch_size)
 
     def _batches(self) -> Iterator[torch.Tensor]:
         order = epoch_indices(
