@@ -3,6 +3,8 @@
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from cnnlab.data import transforms as T
 
@@ -167,3 +169,23 @@ def test_resized_crop_boxes_follow_the_inception_rule():
     assert 0.45 < float((area < 0.29).double().mean()) < 0.55
     log_aspect = torch.log(boxes[:, 3] / boxes[:, 2])  # log-uniform ratio: symmetric around 0
     assert abs(float((log_aspect < 0).double().mean()) - 0.5) < 0.05
+
+
+@settings(max_examples=30, deadline=None)
+@given(h=st.integers(2, 9), w=st.integers(2, 9), pad=st.integers(0, 3), c=st.integers(1, 3),
+       reflect=st.booleans(), seed=st.integers(0, 100), data=st.data())
+def test_random_crop_windows_any_shape(h, w, pad, c, reflect, seed, data):
+    if reflect:
+        pad = min(pad, h - 1, w - 1)
+    th = data.draw(st.integers(1, h + 2 * pad))
+    tw = data.draw(st.integers(1, w + 2 * pad))
+    x = batch(n=4, c=c, h=h, w=w, seed=seed)
+    out = T.random_crop(x, (th, tw), pad, "reflect" if reflect else "zero",
+                        generator=torch.Generator().manual_seed(seed))
+    assert out.shape == (4, c, th, tw)
+    for image, crop in zip(x.numpy(), out.numpy(), strict=True):
+        padded = np.pad(image, ((0, 0), (pad, pad), (pad, pad)),
+                        mode="reflect" if reflect else "constant")
+        assert any(np.array_equal(padded[:, i : i + th, j : j + tw], crop)
+                   for i in range(padded.shape[1] - th + 1)
+                   for j in range(padded.shape[2] - tw + 1))
