@@ -147,6 +147,7 @@ class _Inception299(Classifier):
     """Shared head and checks: global average pool, dropout (keep 0.8, Fig. 9), linear."""
 
     min_input_size = (75, 75)
+    features: nn.Sequential
 
     def _finish(self, channels: int, num_classes: int, dropout: float) -> None:
         self.avgpool = nn.AdaptiveAvgPool2d(1)
@@ -169,7 +170,7 @@ class InceptionV4(_Inception299):
         self.in_chans = in_chans
         n_a, n_b, n_c = V4_DEPTHS
         k, l, m, n = REDUCTION_A_KLMN["inception_v4"]
-        layers = [stem_v4(in_chans)]
+        layers: list[nn.Module] = [stem_v4(in_chans)]
         layers += [inception_a(384) for _ in range(n_a)]
         layers += [reduction_a(384, k, l, m, n)]  # 384 + n + m = 1024
         layers += [inception_b(1024) for _ in range(n_b)]
