@@ -19,7 +19,10 @@ from cnnlab.models.base import Classifier
 from cnnlab.models.googlenet import BasicConv2d
 from cnnlab.registry import Paper, register_model
 
-__all__ = ["InceptionResNetV2", "InceptionV4", "inception_resnet_v2", "inception_v4"]
+__all__ = [
+    "InceptionResNetV2", "InceptionV4", "inception_resnet_v2", "inception_resnet_v2_paper",
+    "inception_v4",
+]
 
 INCEPTION_V4_PAPER = Paper(
     title="Inception-v4, Inception-ResNet and the Impact of Residual Connections on Learning",
@@ -35,7 +38,8 @@ REDUCTION_A_KLMN = {
     "inception_v4": (192, 224, 256, 384),
     "inception_resnet_v2": (256, 256, 384, 384),
 }
-# Released Inception-ResNet-v2: 10 x block35, 20 x block17, 10 x block8 (Fig. 15 draws 5/10/5).
+# Inception-ResNet-v2 blocks A/B/C: Fig. 15 draws 5/10/5; the released model has 10/20/10.
+IRV2_PAPER_DEPTHS = (5, 10, 5)
 IRV2_DEPTHS = (10, 20, 10)
 # Sec. 3.3: residuals are scaled by 0.1-0.3 before the addition; the released model's factors.
 IRV2_SCALES = (0.17, 0.10, 0.20)
@@ -261,34 +265,50 @@ def reduction_b_irv2(cin: int) -> Concat:
 
 
 class InceptionResNetV2(_Inception299):
-    """Inception-ResNet-v2 (Fig. 15 layout) with the released model's widths and depths."""
+    """Inception-ResNet-v2: Fig. 15's layout (stem, A blocks, Reduction-A, B blocks,
+    Reduction-B, C blocks, average pool, dropout keep 0.8, linear).
 
-    def __init__(self, num_classes: int = 1000, in_chans: int = 3, dropout: float = 0.2) -> None:
+    ``paper=False`` (default) is the released model: Inception-v3's stem plus a 35x35 module
+    (320 channels), 10/20/10 blocks, a final 1x1 conv to 1536 channels. ``paper=True`` follows
+    the figures: Fig. 3's stem (384 channels), 5/10/5 blocks, and the widths the figures'
+    branches give (384, 1152, 2144; Figs. 17 and 19 print 1154 and 2048 for the up-projections,
+    which could not be added to their inputs).
+    """
+
+    def __init__(
+        self, num_classes: int = 1000, in_chans: int = 3, *, paper: bool = False,
+        dropout: float = 0.2,
+    ) -> None:
         super().__init__()
         self.in_chans = in_chans
-        n_a, n_b, n_c = IRV2_DEPTHS
+        n_a, n_b, n_c = IRV2_PAPER_DEPTHS if paper else IRV2_DEPTHS
         s_a, s_b, s_c = IRV2_SCALES
         k, l, m, n = REDUCTION_A_KLMN["inception_resnet_v2"]
-        c35 = 320
-        c17 = c35 + n + m  # 1088
-        c8 = c17 + 384 + 288 + 320  # 2080
-        layers: list[nn.Module] = [stem_irv2(in_chans)]
+        c35 = 384 if paper else 320
+        c17 = c35 + n + m  # 1152 (paper) or 1088 (released)
+        c8 = c17 + 384 + 288 + 320  # 2144 or 2080
+        layers: list[nn.Module] = [stem_v4(in_chans) if paper else stem_irv2(in_chans)]
         layers += [block35(c35, s_a) for _ in range(n_a)]
         layers += [reduction_a(c35, k, l, m, n)]
         layers += [block17(c17, s_b) for _ in range(n_b)]
         layers += [reduction_b_irv2(c17)]
-        # The last block8 is unscaled and has no ReLU: the 1x1 conv to 1536 follows it.
-        layers += [block8(c8, s_c) for _ in range(n_c - 1)] + [block8(c8, 1.0, relu=False)]
-        layers += [conv(c8, 1536, 1)]
+        if paper:
+            layers += [block8(c8, s_c) for _ in range(n_c)]
+            out = c8
+        else:
+            # The last block8 is unscaled and has no ReLU: the 1x1 conv to 1536 follows it.
+            layers += [block8(c8, s_c) for _ in range(n_c - 1)] + [block8(c8, 1.0, relu=False)]
+            layers += [conv(c8, 1536, 1)]
+            out = 1536
         self.features = nn.Sequential(*layers)
         last_a, last_b = n_a, n_a + 1 + n_b
         self.feature_info = [
             {"channels": c35, "reduction": 8, "module": "features.0"},
             {"channels": c35, "reduction": 8, "module": f"features.{last_a}"},
             {"channels": c17, "reduction": 16, "module": f"features.{last_b}"},
-            {"channels": 1536, "reduction": 32, "module": f"features.{len(layers) - 1}"},
+            {"channels": out, "reduction": 32, "module": f"features.{len(layers) - 1}"},
         ]
-        self._finish(1536, num_classes, dropout)
+        self._finish(out, num_classes, dropout)
 
 
 @register_model(
@@ -340,3 +360,25 @@ def inception_v4(**kwargs) -> InceptionV4:
 )
 def inception_resnet_v2(**kwargs) -> InceptionResNetV2:
     return InceptionResNetV2(**kwargs)
+
+
+@register_model(
+    family="inception",
+    paper=INCEPTION_V4_PAPER,
+    input_size=(3, 299, 299),
+    dataset="imagenet",
+    num_classes=1000,
+    params=32_433_928,  # computed from Figs. 3, 7, 15-19 (tests/test_inception.py)
+    macs=None,
+    recipe="szegedy2017",
+    deviations=(
+        "up-projections to 1152 and 2144 channels, the widths Figs. 7 and 18 produce, where "
+        "Figs. 17 and 19 print 1154 and 2048 (a residual add needs equal widths)",
+        "residual scales 0.17/0.10/0.20 (Sec. 3.3 gives the range 0.1-0.3, not the values)",
+        "batch norm with eps 1e-3 after every convolution except the residual up-projections",
+        "adaptive average pool, so inputs from 75x75 work",
+    ),
+)
+def inception_resnet_v2_paper(**kwargs) -> InceptionResNetV2:
+    """Inception-ResNet-v2 as Figs. 3, 7 and 15-19 draw it (no published weights)."""
+    return InceptionResNetV2(paper=True, **kwargs)
