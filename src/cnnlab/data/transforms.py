@@ -1,8 +1,9 @@
 """Batched augmentation on uint8 (or float) NCHW tensors, on whatever device they live on.
 
 Every function takes a whole batch and returns one; randomness comes only from an explicit
-CPU ``torch.Generator`` (a few numbers per image, moved to the batch's device), so a seed gives
-the same batch on CPU and GPU. uint8 in -> uint8 out (rounded and clamped), except
+CPU ``torch.Generator`` (a few numbers per image, moved to the batch's device), so a seed makes
+the same draws on CPU and GPU (crops and flips are then the same bytes; resampling transforms
+may differ by float rounding). uint8 in -> uint8 out (rounded and clamped), except
 :func:`normalize`, which returns float32. Pixel-valued constants are in [0, 1] units.
 """
 
