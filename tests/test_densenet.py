@@ -134,3 +134,14 @@ def test_imagenet_densenets_name_the_resnet_recipe_and_cifar_ones_their_own():
     assert cnnlab.model_info("densenet121").recipe == "he2016_imagenet"
     assert cnnlab.model_info("densenet_bc_100_12").recipe == "huang2017_cifar"
     assert cnnlab.model_info("densenet_bc_100_12").dataset == "cifar10"
+
+
+@pytest.mark.parametrize(("name", "side"), [("densenet121", 29), ("densenet_bc_100_12", 4)])
+def test_min_input_size_is_the_smallest_the_layers_take(name, side):
+    # Each transition halves the map with a 2x2 pool, which needs at least 2x2 input:
+    # CIFAR: 4 -> 2 -> 1; ImageNet: 29 -> 15 (conv) -> 8 (pool) -> 4 -> 2 -> 1.
+    model = build_on_meta(name).eval()
+    assert model.min_input_size == (side, side)
+    model.forward_features(torch.empty(1, 3, side, side, device="meta"))
+    with pytest.raises(RuntimeError):
+        model.forward_features(torch.empty(1, 3, side - 1, side - 1, device="meta"))

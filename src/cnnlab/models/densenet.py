@@ -11,6 +11,7 @@ the CIFAR forms follow Sec. 3/4.1 with the same layer code.
 
 from __future__ import annotations
 
+import itertools
 from collections import OrderedDict
 from dataclasses import dataclass
 
@@ -156,6 +157,24 @@ def _dense_stages(
     return layers, info, channels, stride
 
 
+def _min_input_side(cfg: DenseNetConfig) -> int:
+    """Smallest input side for which every transition's 2x2 pool gets at least a 2x2 map
+    (29 for the four-block ImageNet nets, 4 for the three-block CIFAR nets)."""
+
+    def fits(side: int) -> bool:
+        h = side
+        if cfg.imagenet_stem:
+            h = (h - 1) // 2 + 1  # 7x7/2 conv, padding 3
+            h = (h - 1) // 2 + 1  # 3x3/2 max pool, padding 1
+        for _ in range(len(cfg.block_config) - 1):
+            if h < 2:
+                return False
+            h //= 2
+        return True
+
+    return next(side for side in itertools.count(1) if fits(side))
+
+
 class DenseNet(Classifier):
     """DenseNet classifier: ``features`` (stem, blocks, transitions, final BN) -> ReLU -> GAP -> FC.
 
@@ -187,9 +206,8 @@ class DenseNet(Classifier):
         )
         self.num_features = channels
         self.classifier = nn.Linear(channels, num_classes)
-        # Each transition's 2x2 pool needs a map of at least 2x2 (stem: 7x7/2 conv, 3x3/2 pool).
-        self.min_input_size = (29, 29) if cfg.imagenet_stem else (
-            2 ** (len(cfg.block_config) - 1),) * 2
+        side = _min_input_side(cfg)
+        self.min_input_size = (side, side)
         self._init_weights()
 
     def _init_weights(self) -> None:
