@@ -201,7 +201,8 @@ class EfficientNet(Classifier):
 
 
 def _feature_info(strides: list[int], widths: list[int], head: int) -> list[dict]:
-    """The last stage at each resolution; ``features.i`` is MBConv row i (0 is the stem)."""
+    """The last map at each resolution: ``features.0`` is the stem, ``features.{i+1}`` row i
+    of Table 1, and the map before a stride-2 row is the previous resolution's output."""
     info, reduction = [], 2
     for i, s in enumerate(strides):
         if s == 2:
