@@ -266,9 +266,10 @@ _TORCHVISION_DEVIATIONS = (
     "torchvision's DenseNet-BC (the paper's ImageNet form); the 2x2 transition pools floor odd "
     "maps",
 )
-# The paper trains its ImageNet DenseNets with the ResNet protocol (Sec. 4.2: "we adopt the
-# same data augmentation scheme... as in He et al."): batch 256, lr 0.1 /10 at epochs 30/60,
-# 90 epochs, weight decay 1e-4, Nesterov momentum 0.9), hence the "he2016_imagenet" recipe.
+# The paper trains its ImageNet DenseNets with the ResNet protocol (Sec. 4.2: He et al.'s
+# augmentation, batch 256, lr 0.1 divided by 10 at epochs 30 and 60, 90 epochs, weight decay
+# 1e-4, Nesterov momentum 0.9), hence the "he2016_imagenet" recipe; there is no DenseNet
+# ImageNet recipe of its own.
 _IMAGENET = dict(
     family="densenet", paper=DENSENET_PAPER, input_size=(3, 224, 224), dataset="imagenet",
     num_classes=1000, error_source="torchvision IMAGENET1K_V1 weights",
