@@ -145,3 +145,16 @@ def test_min_input_size_is_the_smallest_the_layers_take(name, side):
     model.forward_features(torch.empty(1, 3, side, side, device="meta"))
     with pytest.raises(RuntimeError):
         model.forward_features(torch.empty(1, 3, side - 1, side - 1, device="meta"))
+
+
+def test_non_bc_densenet_keeps_channels_through_transitions():
+    # DenseNet (L = 40, k = 12): 12 single-conv layers per block, theta = 1:
+    # 16 + 12*12 = 160, 160 + 144 = 304, 304 + 144 = 448; one 3x3 conv per layer.
+    model = build_on_meta("densenet40_12")
+    layer = model.features.denseblock1.denselayer1
+    assert layer.conv1.kernel_size == (3, 3) and not hasattr(layer, "conv2")
+    assert model.features.transition1.conv.out_channels == 160
+    maps = build_on_meta("densenet40_12", features_only=True)(
+        torch.empty(1, 3, 32, 32, device="meta")
+    )
+    assert [m.shape[1] for m in maps] == [160, 304, 448]

@@ -205,7 +205,7 @@ def v3_params(table, last_channel: int) -> int:
 @pytest.mark.parametrize(
     ("name", "table", "last", "published_madds"),
     [("mobilenet_v3_large", V3_LARGE_TABLE, 1280, 219),  # Table 3
-     ("mobilenet_v3_small", V3_SMALL_TABLE, 1024, 56)],  # Table 4
+     ("mobilenet_v3_small", V3_SMALL_TABLE, 1024, 56)],  # Table 3
 )
 def test_v3_counts_follow_tables_1_and_2(name, table, last, published_madds):
     derived = v3_params(table, last)

@@ -427,11 +427,11 @@ def mobilenet_v3_large(*, width_mult: float = 1.0, **kwargs) -> MobileNetV3:
 
 @register_model(
     **_V3,
-    params=2_542_856,  # Table 4: 2.5M
-    macs=57_000_000,  # Table 4: 56M MAdds; torchvision 0.057 GFLOPs
-    top1_error=100 - 67.668,  # Table 4: 67.4%
+    params=2_542_856,  # Table 3: 2.5M
+    macs=57_000_000,  # Table 3: 56M MAdds; torchvision 0.057 GFLOPs
+    top1_error=100 - 67.668,  # Table 3: 67.4%
     top5_error=100 - 87.402,
-    error_source="torchvision reference (paper Table 4: 67.4% top-1)",
+    error_source="torchvision reference (paper Table 3: 67.4% top-1)",
 )
 def mobilenet_v3_small(*, width_mult: float = 1.0, **kwargs) -> MobileNetV3:
     return MobileNetV3(V3_SMALL, 1024, width_mult=width_mult, **kwargs)
