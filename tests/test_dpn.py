@@ -89,13 +89,14 @@ def test_dual_path_block_adds_to_one_path_and_concatenates_to_the_other():
     stage = DPNStage(width=8, residual=16, increment=4, blocks=2)
     block = DualPathBlock(16 + 12, stage, groups=2, stride=1, project=False).eval()
     resid_in, dense_in = torch.randn(1, 16, 5, 5), torch.randn(1, 12, 5, 5)
+    x = torch.cat([resid_in, dense_in], 1)
     with torch.no_grad():
-        resid, dense = block((resid_in, dense_in))
-        new = block.c1x1_c(block.c3x3_b(block.c1x1_a(torch.cat([resid_in, dense_in], 1))))
-    assert resid.shape[1] == 16 and dense.shape[1] == 16
-    torch.testing.assert_close(resid, resid_in + new[:, :16])  # residual: shared features
-    assert torch.equal(dense[:, :12], dense_in)  # dense: earlier features kept as they are
-    torch.testing.assert_close(dense[:, 12:], new[:, 16:])
+        out = block(x)
+        new = block.c1x1_c(block.c3x3_b(block.c1x1_a(x)))
+    assert out.shape[1] == 16 + 12 + 4
+    torch.testing.assert_close(out[:, :16], resid_in + new[:, :16])  # residual: shared features
+    assert torch.equal(out[:, 16:28], dense_in)  # dense: earlier features kept as they are
+    torch.testing.assert_close(out[:, 28:], new[:, 16:])  # ... and the block's new ones appended
 
 
 def test_grouped_3x3_uses_32_groups():

@@ -3,7 +3,7 @@
 Each block runs one ResNeXt-style bottleneck (1x1 -> grouped 3x3 -> 1x1) whose output is
 split in two: the first ``bw`` channels are *added* to a residual path (feature re-use, as
 ResNet), the last ``inc`` channels are *concatenated* to a dense path (new features, as
-DenseNet). The next block reads the concatenation [residual, dense]. Units are
+DenseNet). Blocks pass the concatenation [residual | dense] on. Units are
 pre-activation (BN-ReLU-Conv), as in the authors' MXNet code.
 """
 
@@ -27,8 +27,6 @@ DPN_PAPER = Paper(
     year=2017,
     url="https://arxiv.org/abs/1707.01629",
 )
-
-Paths = tuple[torch.Tensor, torch.Tensor]  # (residual, dense)
 
 # The authors' MXNet code uses BatchNorm's default eps there (1e-3).
 _BN_EPS = 1e-3
@@ -85,20 +83,18 @@ class DualPathBlock(nn.Module):
         self.c3x3_b = BnActConv(stage.width, stage.width, 3, stride, groups=groups)
         self.c1x1_c = BnActConv(stage.width, stage.residual + stage.increment, 1)
 
-    def forward(self, paths: Paths) -> Paths:
-        x = torch.cat(paths, 1)
-        if self.c1x1_w is not None:
-            shortcut = self.c1x1_w(x)
-            paths = (shortcut[:, : self.residual], shortcut[:, self.residual :])
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # x is [residual | dense]; a projecting block first makes new paths from all of x.
+        paths = x if self.c1x1_w is None else self.c1x1_w(x)
         out = self.c1x1_c(self.c3x3_b(self.c1x1_a(x)))
-        resid = paths[0] + out[:, : self.residual]
-        dense = torch.cat([paths[1], out[:, self.residual :]], 1)
-        return resid, dense
+        bw = self.residual
+        resid = paths[:, :bw] + out[:, :bw]  # shared features: added
+        return torch.cat([resid, paths[:, bw:], out[:, bw:]], 1)  # new features: appended
 
 
 class DualPathStage(nn.Sequential):
-    """A stage of dual path blocks; takes and returns the concatenated [residual, dense] map,
-    so that stages compose and their outputs can be hooked as feature maps."""
+    """A stage of dual path blocks. Blocks pass the concatenated [residual | dense] map, so
+    stages compose like any Sequential and their outputs can be hooked as feature maps."""
 
     def __init__(self, in_channels: int, stage: DPNStage, groups: int, stride: int) -> None:
         blocks = []
@@ -109,12 +105,6 @@ class DualPathStage(nn.Sequential):
             channels = stage.residual + (i + 3) * stage.increment
         super().__init__(*blocks)
         self.out_channels = channels
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        paths = (x, x[:, :0])  # the first block projects the whole input; no dense path yet
-        for block in self:
-            paths = block(paths)
-        return torch.cat(paths, 1)
 
 
 class DPN(Classifier):
