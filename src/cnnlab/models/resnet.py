@@ -246,3 +246,113 @@ def wide_resnet50_2(**kwargs) -> ResNet:
                                     paper=ZAGORUYKO_2016, deviations=_WIDE))
 def wide_resnet101_2(**kwargs) -> ResNet:
     return _resnet(101, width_per_group=128, **kwargs)
+
+
+# --- Plain nets (He et al. 2016, Fig. 3 middle, Table 2 "plain") ----------------------------
+
+def _paper_info(params: int, paper: Paper = HE_2016, recipe: str = "he2016_imagenet",
+                **extra) -> dict:
+    return dict(family="resnet", paper=paper, input_size=(3, 224, 224), dataset="imagenet",
+                num_classes=1000, params=params, recipe=recipe, **extra)
+
+
+_PLAIN = ("the residual net's layers without shortcuts: its projection shortcuts' 1x1 convs "
+          "and BNs do not exist, so the count is the ResNet's minus those",)
+
+
+# Table 2 (10-crop testing): plain-18 27.94% top-1; Table 1: 1.8 GFLOPs.
+@register_model(**_paper_info(11_515_688, macs=1_800_000_000, top1_error=27.94,
+                              error_source="He et al. 2016, Table 2 (10-crop)",
+                              deviations=_PLAIN))
+def plain18(**kwargs) -> ResNet:
+    return _resnet(18, residual=False, **kwargs)
+
+
+# Table 2: plain-34 28.54% top-1. Table 1's 3.6 GFLOPs is 1.2% below the 3.64 G that the
+# layers measure (its 34-layer figure is rounded down), so no MAC count is declared.
+@register_model(**_paper_info(21_623_848, top1_error=28.54,
+                              error_source="He et al. 2016, Table 2 (10-crop)",
+                              deviations=_PLAIN))
+def plain34(**kwargs) -> ResNet:
+    return _resnet(34, residual=False, **kwargs)
+
+
+# --- Squeeze-and-excitation ResNets (Hu et al. 2018, Table 2, Fig. 3 right) -----------------
+
+_SE_SOURCE = "hujie-frank/SENet released models, single 224 crop"
+_SE_V1 = ("the paper's SE-ResNets use v1 stride placement (stride on the first 1x1; its "
+          "3.87 GFLOPs for SE-ResNet-50 match that, not v1.5's 4.09)",)
+
+
+# GFLOPs from Hu et al. 2018, Table 2; params: ResNet + per block 2*C*C/16 + C/16 + C.
+@register_model(**_paper_info(11_778_592, paper=HU_2018, recipe="hu2018", macs=1_820_000_000))
+def se_resnet18(**kwargs) -> ResNet:
+    return _resnet(18, se_reduction=16, **kwargs)
+
+
+@register_model(**_paper_info(21_958_868, paper=HU_2018, recipe="hu2018", macs=3_660_000_000))
+def se_resnet34(**kwargs) -> ResNet:
+    return _resnet(34, se_reduction=16, **kwargs)
+
+
+@register_model(**_paper_info(28_088_024, paper=HU_2018, recipe="hu2018", macs=3_870_000_000,
+                              top1_error=22.37, top5_error=6.36, error_source=_SE_SOURCE,
+                              deviations=_SE_V1))
+def se_resnet50(**kwargs) -> ResNet:
+    kwargs.setdefault("stride_in_1x1", True)
+    return _resnet(50, se_reduction=16, **kwargs)
+
+
+@register_model(**_paper_info(49_326_872, paper=HU_2018, recipe="hu2018", macs=7_600_000_000,
+                              top1_error=21.75, top5_error=5.72, error_source=_SE_SOURCE,
+                              deviations=_SE_V1))
+def se_resnet101(**kwargs) -> ResNet:
+    kwargs.setdefault("stride_in_1x1", True)
+    return _resnet(101, se_reduction=16, **kwargs)
+
+
+@register_model(**_paper_info(66_821_848, paper=HU_2018, recipe="hu2018", macs=11_320_000_000,
+                              top1_error=21.34, top5_error=5.54, error_source=_SE_SOURCE,
+                              deviations=_SE_V1))
+def se_resnet152(**kwargs) -> ResNet:
+    kwargs.setdefault("stride_in_1x1", True)
+    return _resnet(152, se_reduction=16, **kwargs)
+
+
+# ResNeXt keeps its stride on the grouped 3x3 (Xie et al. 2017): Table 2's 4.25 GFLOPs.
+@register_model(**_paper_info(27_559_896, paper=HU_2018, recipe="hu2018", macs=4_250_000_000,
+                              top1_error=20.97, top5_error=5.54, error_source=_SE_SOURCE))
+def se_resnext50_32x4d(**kwargs) -> ResNet:
+    return _resnet(50, groups=32, width_per_group=4, se_reduction=16, **kwargs)
+
+
+# --- Pre-activation ResNets (He et al. 2016b, Fig. 4e, ImageNet section) --------------------
+
+_PREACT = ("no count or FLOPs published: params are derived from the layers (test_resnet.py); "
+           "stride on the 3x3 as in fb.resnet.torch's preresnet, which the paper's ImageNet "
+           "models used; projection shortcuts are bare 1x1 convs on the activated input",)
+
+
+@register_model(**_paper_info(11_687_720, paper=HE_2016B, deviations=_PREACT))
+def preact_resnet18(**kwargs) -> ResNet:
+    return _resnet(18, preact=True, **kwargs)
+
+
+@register_model(**_paper_info(21_795_880, paper=HE_2016B, deviations=_PREACT))
+def preact_resnet34(**kwargs) -> ResNet:
+    return _resnet(34, preact=True, **kwargs)
+
+
+@register_model(**_paper_info(25_549_352, paper=HE_2016B, deviations=_PREACT))
+def preact_resnet50(**kwargs) -> ResNet:
+    return _resnet(50, preact=True, **kwargs)
+
+
+@register_model(**_paper_info(44_541_480, paper=HE_2016B, deviations=_PREACT))
+def preact_resnet101(**kwargs) -> ResNet:
+    return _resnet(101, preact=True, **kwargs)
+
+
+@register_model(**_paper_info(60_185_128, paper=HE_2016B, deviations=_PREACT))
+def preact_resnet152(**kwargs) -> ResNet:
+    return _resnet(152, preact=True, **kwargs)
