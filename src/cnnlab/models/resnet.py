@@ -99,6 +99,11 @@ class ResNet(Classifier):
     2016b: BN-ReLU-conv units and a final BN-ReLU before pooling).
     """
 
+    layer1: nn.Sequential
+    layer2: nn.Sequential
+    layer3: nn.Sequential
+    layer4: nn.Sequential
+
     def __init__(
         self,
         spec: ResNetSpec,
@@ -145,8 +150,8 @@ class ResNet(Classifier):
             )
         self.num_features = channels
         # He et al. 2016b: the last unit is followed by an extra BN-ReLU before pooling.
-        self.final_norm = nn.BatchNorm2d(channels) if preact else None
-        self.final_act = nn.ReLU(inplace=True) if preact else None
+        self.final_norm = nn.BatchNorm2d(channels) if preact else nn.Identity()
+        self.final_act = nn.ReLU(inplace=True) if preact else nn.Identity()
         if preact:
             self.feature_info[-1]["module"] = "final_act"
         self.avgpool = nn.AdaptiveAvgPool2d(1)
@@ -156,9 +161,7 @@ class ResNet(Classifier):
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
         x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
-        if self.final_norm is not None:
-            x = self.final_act(self.final_norm(x))
-        return x
+        return self.final_act(self.final_norm(x))
 
     def forward_head(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc(torch.flatten(self.avgpool(x), 1))

@@ -89,6 +89,10 @@ class CifarResNet(Classifier):
     ``"B"`` a 1x1 projection where the shape changes.
     """
 
+    layer1: nn.Sequential
+    layer2: nn.Sequential
+    layer3: nn.Sequential
+
     def __init__(
         self,
         spec: CifarNetSpec,
@@ -116,10 +120,10 @@ class CifarResNet(Classifier):
                              "option; post-activation nets take none")
         stem = spec.stem_channels
         self.conv1 = nn.Conv2d(in_chans, stem, 3, 1, 1, bias=False)
-        self.bn1 = None if spec.preact else nn.BatchNorm2d(stem)
-        self.relu = None if spec.preact else nn.ReLU(inplace=True)
-        self.feature_info = [{"channels": stem, "reduction": 1,
-                              "module": "conv1" if spec.preact else "relu"}]
+        # Pre-activation nets: the stem's BN-ReLU is the first unit's (shared) pre-activation.
+        self.bn1 = nn.Identity() if spec.preact else nn.BatchNorm2d(stem)
+        self.relu = nn.Identity() if spec.preact else nn.ReLU(inplace=True)
+        self.feature_info = [{"channels": stem, "reduction": 1, "module": "relu"}]
         n = spec.blocks_per_stage
         rates = linear_drop_path_rates(drop_path_rate, 3 * n)
         channels = stem
@@ -134,8 +138,8 @@ class CifarResNet(Classifier):
             self.feature_info.append(
                 {"channels": channels, "reduction": 2**i, "module": f"layer{i + 1}"}
             )
-        self.final_norm = nn.BatchNorm2d(channels) if spec.preact else None
-        self.final_act = nn.ReLU(inplace=True) if spec.preact else None
+        self.final_norm = nn.BatchNorm2d(channels) if spec.preact else nn.Identity()
+        self.final_act = nn.ReLU(inplace=True) if spec.preact else nn.Identity()
         if spec.preact:
             self.feature_info[-1]["module"] = "final_act"
         self.num_features = channels
@@ -144,13 +148,9 @@ class CifarResNet(Classifier):
         he_init(self, zero_init_residual)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.conv1(x)
-        if self.bn1 is not None:
-            x = self.relu(self.bn1(x))
+        x = self.relu(self.bn1(self.conv1(x)))
         x = self.layer3(self.layer2(self.layer1(x)))
-        if self.final_norm is not None:
-            x = self.final_act(self.final_norm(x))
-        return x
+        return self.final_act(self.final_norm(x))
 
     def forward_head(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc(torch.flatten(self.avgpool(x), 1))
@@ -447,6 +447,10 @@ class RiRCifar(Classifier):
     average pool over both streams, FC. The paper does not tabulate the layers; this
     layout has 9,659,818 parameters against the paper's 10.3M (see ``deviations``).
     """
+
+    layer1: nn.Sequential
+    layer2: nn.Sequential
+    layer3: nn.Sequential
 
     def __init__(self, num_classes: int = 10, in_chans: int = 3, *,
                  widths: tuple[int, int, int] = (48, 96, 192), blocks_per_stage: int = 3,
