@@ -265,8 +265,8 @@ def test_rir_block_streams():
         x = torch.randn(2, 16, 4, 4)
         out = block(x)
     r = x[:, :8]
-    # Residual stream keeps its shortcuts; the transient stream has none.
-    torch.testing.assert_close(out[:, :8], torch.relu(torch.relu(r) + r))
+    # Residual stream keeps its shortcuts (BN at init ~ identity); the transient has none.
+    torch.testing.assert_close(out[:, :8], torch.relu(torch.relu(r) + r), rtol=1e-4, atol=1e-4)
     assert torch.count_nonzero(out[:, 8:]) == 0
     with pytest.raises(ValueError, match="rir_cifar takes no drop_path_rate"):
         cnnlab.create_model("rir_cifar", drop_path_rate=0.1)

@@ -407,14 +407,15 @@ def ror3_resnet110(**kwargs) -> RoRCifar:
 # --- ResNet in ResNet (Targ, Almeida, Lyons 2016) ---------------------------------------------
 
 class RiRBlock(nn.Module):
-    """Two "ResNet Init" layers inside one residual block (Targ et al. 2016, Fig. 1d).
+    """Two "ResNet Init" layers inside one residual block (Targ et al. 2016, Eq. 1, Fig. 1d).
 
-    Each layer maps the residual stream r and the transient stream t (concatenated as
-    [r, t]) with one 3x3 convolution over both, which is the paper's four convolutions
-    W_rr, W_tr (into r) and W_rt, W_tt (into t) in one weight; BN then ReLU. The residual
-    stream adds the block's shortcut s(r) (identity, or 1x1 conv + BN when the shape
-    changes) in the first layer and the first layer's r plus s(r) in the second; the
-    transient stream has no shortcut.
+    A ResNet Init layer maps the residual stream r and the transient stream t:
+    r' = BN-ReLU(conv(r, W_rr) + conv(t, W_tr) + shortcut(r)), t' = BN-ReLU(conv(r, W_rt) +
+    conv(t, W_tt)). With the streams concatenated as [r, t], the four convolutions are one
+    3x3 convolution over both (same weights, same count). The block wraps two such layers in
+    a ResNet block: the block's shortcut s(r) (identity, or 1x1 conv + BN where the shape
+    changes) is the first layer's residual-stream shortcut and is added again after the
+    second layer's BN, before its ReLU; the transient stream has no shortcut.
     """
 
     def __init__(self, in_channels: int, channels: int, stride: int) -> None:
@@ -427,16 +428,17 @@ class RiRBlock(nn.Module):
         self.bn2 = nn.BatchNorm2d(2 * channels)
         changes = stride != 1 or in_channels != channels
         self.shortcut = conv_bn_shortcut(in_channels, channels, stride) if changes else None
-        self.relu = nn.ReLU()  # acts on slices of the BN output: not in place
+        self.relu = nn.ReLU(inplace=True)
+
+    def _add_to_residual(self, h: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
+        return torch.cat([h[:, : self.channels] + r, h[:, self.channels:]], 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        c = self.channels
         r = x[:, : self.in_channels]
         s = r if self.shortcut is None else self.shortcut(r)
-        h = self.bn1(self.conv1(x))
-        r1, t1 = self.relu(h[:, :c] + s), self.relu(h[:, c:])
-        h = self.bn2(self.conv2(torch.cat([r1, t1], 1)))
-        return torch.cat([self.relu(h[:, :c] + r1 + s), self.relu(h[:, c:])], 1)
+        h = self.relu(self.bn1(self._add_to_residual(self.conv1(x), s)))  # [r1, t1]
+        h = self.bn2(self._add_to_residual(self.conv2(h), h[:, : self.channels]))
+        return self.relu(self._add_to_residual(h, s))
 
 
 class RiRCifar(Classifier):
@@ -488,9 +490,11 @@ class RiRCifar(Classifier):
 
 @register_model(**_cifar_info(
     9_659_818, paper=TARG_2016, error=5.01,
-    source="Targ et al. 2016, Table 2 (CIFAR-10+, RiR 18-layer + wide)",
+    source="Targ et al. 2016 (CIFAR-10+, 18-layer + wide RiR)",
     deviations=("layer layout is our reading of the paper (not tabulated there): 9.66M "
                 "parameters against the paper's 10.3M",
+                "the block's outer shortcut is added after the second layer's BN, before "
+                "its ReLU (our reading of Fig. 1d)",
                 "the four stream-to-stream convolutions of a layer are one conv over [r, t]",),
 ))
 def rir_cifar(**kwargs) -> RiRCifar:
