@@ -331,9 +331,9 @@ def se_resnext50_32x4d(**kwargs) -> ResNet:
 
 # --- Pre-activation ResNets (He et al. 2016b, Fig. 4e, ImageNet section) --------------------
 
-_PREACT = ("no count or FLOPs published: params are derived from the layers (test_resnet.py); "
-           "stride on the 3x3 as in fb.resnet.torch's preresnet, which the paper's ImageNet "
-           "models used; projection shortcuts are bare 1x1 convs on the activated input",)
+_PREACT = ("no count or FLOPs published: params are derived from the layers (test_resnet.py)",
+           "stride on the 3x3 and bare 1x1 projection shortcuts on the activated input, as in "
+           "fb.resnet.torch's preresnet (the paper's ImageNet layout is not tabulated)",)
 
 
 @register_model(**_paper_info(11_687_720, paper=HE_2016B, deviations=_PREACT))

@@ -245,11 +245,11 @@ def preact_resnet110(**kwargs) -> CifarResNet:
 
 @register_model(**_cifar_info(
     1_703_258, paper=HE_2016B, error=5.46, source=_PREACT_SOURCE,
-    deviations=("convolutions without biases (BN follows each one)",),
 ))
 def preact_resnet164(**kwargs) -> CifarResNet:
-    # resnet-1k-layers: bottlenecks 16->64, 128, 256 outputs, stride on the first 1x1,
-    # projection shortcuts (a bare 1x1 conv) where the shape changes.
+    # As the paper's released code (KaimingHe/resnet-1k-layers): bottlenecks with 64/128/256
+    # outputs, stride on the first 1x1, a bare 1x1 projection where the shape changes, the
+    # BN-ReLU shared with it there, no conv biases.
     kwargs.setdefault("shortcut", "B")
     kwargs.setdefault("stride_in_1x1", True)
     return CifarResNet(CifarNetSpec("bottleneck", 18, preact=True), **kwargs)
