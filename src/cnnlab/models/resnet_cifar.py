@@ -21,6 +21,7 @@ from cnnlab.models.resnet_blocks import (
     Bottleneck,
     PreActBasicBlock,
     PreActBottleneck,
+    ShortcutFn,
     ZeroPadShortcut,
     conv_bn_shortcut,
     conv_shortcut,
@@ -70,7 +71,7 @@ class CifarNetSpec:
     preact: bool = False
 
 
-def _shortcut_fn(shortcut: str, preact: bool):  # type: ignore[no-untyped-def]
+def _shortcut_fn(shortcut: str, preact: bool) -> ShortcutFn:
     if shortcut == "A":
         return ZeroPadShortcut
     if shortcut == "B":
