@@ -284,3 +284,14 @@ def test_cifar_models_declare_cifar10(name):
     info = cnnlab.model_info(name)
     assert (info.input_size, info.dataset, info.num_classes) == ((3, 32, 32), "cifar10", 10)
     assert info.recipe in RECIPES
+
+
+def test_zero_init_residual_makes_cifar_blocks_their_shortcuts():
+    model = cnnlab.create_model("resnet20", zero_init_residual=True).eval()
+    x = torch.randn(2, 16, 32, 32)
+    with torch.no_grad():
+        for block in _blocks(model):
+            shortcut = x if block.downsample is None else block.downsample(x)
+            out = block(x)
+            torch.testing.assert_close(out, torch.relu(shortcut))
+            x = out
