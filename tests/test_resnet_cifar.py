@@ -129,6 +129,10 @@ def test_preact_cifar_counts_are_the_papers_1_7m():
     assert round(p110 / 1e6, 1) == round(p164 / 1e6, 1) == 1.7  # He et al. 2016b, Table 3
     assert cnnlab.model_info("preact_resnet110").params == p110
     assert cnnlab.model_info("preact_resnet164").params == p164
+    # resnet-1k-layers puts the stride on the first 1x1 and shares the BN-ReLU there.
+    block = build_on_meta("preact_resnet164").layer2[0]
+    assert block.conv1.stride == (2, 2) and block.conv2.stride == (1, 1)
+    assert block.preact == "shared"
 
 
 def resnext29_params(cardinality: int, d: int, *, with_bn: bool = True) -> int:
