@@ -112,7 +112,8 @@ class SqueezeNet(Classifier):
                     nn.init.normal_(m.weight, 0.0, 0.01)
                 else:
                     nn.init.kaiming_uniform_(m.weight)
-                nn.init.zeros_(m.bias)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         return self.features(x)
