@@ -25,7 +25,9 @@ from torch.utils.flop_counter import flop_registry
 
 aten = torch.ops.aten
 
-__all__ = ["ZERO_COST", "mac_flops", "other_ops"]
+__all__ = [
+    "ELEMENTWISE", "ZERO_COST", "has_rule", "is_elementwise", "mac_flops", "other_ops",
+]
 
 ZERO_COST = {
     aten.view, aten._unsafe_view, aten.reshape, aten.flatten, aten.t, aten.transpose,
@@ -35,6 +37,7 @@ ZERO_COST = {
     aten.narrow, aten.constant_pad_nd, aten.empty, aten.empty_like, aten.new_empty,
     aten.empty_strided, aten.zeros, aten.zeros_like, aten.ones, aten.ones_like, aten.full,
     aten.fill_, aten.zero_, aten.channel_shuffle, aten.scalar_tensor, aten.arange,
+    aten.new_zeros, aten.new_ones, aten.new_full, aten.index_put, aten.index_put_,
 }
 _NORM2 = {
     aten.native_batch_norm, aten._native_batch_norm_legit,
@@ -50,6 +53,12 @@ _PER_INPUT = {
     aten.mean, aten.sum, aten.amax, aten.amin, aten.max, aten.min,
 }
 _SOFTMAX = {aten._softmax, aten.softmax, aten._log_softmax, aten.log_softmax}
+# Elementwise ops PyTorch does not tag as pointwise.
+ELEMENTWISE = {aten.hardswish, aten.hardswish_, aten.native_dropout, aten.where}
+
+
+def is_elementwise(func: Any) -> bool:
+    return torch.Tag.pointwise in func.tags or func._overloadpacket in ELEMENTWISE
 
 
 def mac_flops(func: Any, args: Any, kwargs: dict[str, Any], out: Any) -> int | None:
@@ -60,6 +69,14 @@ def mac_flops(func: Any, args: Any, kwargs: dict[str, Any], out: Any) -> int | N
 
 def _numel(t: Any) -> int:
     return t.numel() if isinstance(t, torch.Tensor) else 0
+
+
+def has_rule(func: Any) -> bool:
+    """Whether ``other_ops`` knows this op (so it holds no hidden multiply-accumulates)."""
+    packet = func._overloadpacket
+    return (packet in flop_registry or packet in ZERO_COST or packet in _NORM2
+            or packet in _NORM4 or packet in _WINDOW or packet in _PER_INPUT
+            or packet in _SOFTMAX or is_elementwise(func))
 
 
 def other_ops(func: Any, args: Any, kwargs: dict[str, Any], out: Any) -> int | None:
@@ -80,6 +97,6 @@ def other_ops(func: Any, args: Any, kwargs: dict[str, Any], out: Any) -> int | N
         return _numel(args[0])
     if packet in _SOFTMAX:
         return 3 * n_out
-    if torch.Tag.pointwise in func.tags or packet in (aten.native_dropout, aten.where):
+    if is_elementwise(func):
         return n_out
     return None

@@ -20,6 +20,8 @@ from typing import Any
 
 import torch
 
+from cnnlab.analysis.ops import is_elementwise
+
 aten = torch.ops.aten
 
 __all__ = ["Axis", "NoRule", "ReceptiveField", "TensorRF", "input_rf", "propagate"]
@@ -195,6 +197,8 @@ _PASS = {
     aten._log_softmax, aten.log_softmax, aten.channel_shuffle, aten.native_group_norm,
     aten.native_layer_norm, aten.hardtanh_, aten.hardtanh, aten.dropout,
 }
+_FACTORY = {aten.new_zeros, aten.new_ones, aten.new_full, aten.new_empty, aten.zeros_like,
+            aten.ones_like, aten.empty_like, aten.full_like}
 _MATMUL = {aten.mm, aten.addmm, aten.bmm, aten.baddbmm, aten.matmul, aten.linear}
 _WINDOW = {
     aten.max_pool2d_with_indices, aten.max_pool2d, aten.avg_pool2d, aten.max_pool3d_with_indices,
@@ -270,7 +274,9 @@ def propagate(
         if any(r.spatial for _, r in known):
             raise NoRule("matrix product of a spatial map")
         return _union(known, out_shape, False)
-    if packet in _PASS or torch.Tag.pointwise in func.tags or packet in (aten.copy_, aten.where):
+    if packet in _FACTORY:
+        return None  # a new tensor of zeros/ones: it depends on no input position
+    if packet in _PASS or is_elementwise(func) or packet is aten.copy_:
         return _union(known, out_shape, out_spatial)
     raise NoRule("no receptive-field rule")
 

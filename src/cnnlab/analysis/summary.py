@@ -169,6 +169,7 @@ class _Tracer(TorchDispatchMode):
         self.unaccounted: list[str] = []
         self.op_names: dict[str, int] = {}
         self.last_spatial: ReceptiveField | None = None
+        self.cache: dict[Any, Any] = {}
 
     # -- receptive fields of tensors -------------------------------------------------
     def rf_of(self, t: torch.Tensor) -> Any:
@@ -220,13 +221,15 @@ class _Tracer(TorchDispatchMode):
         kwargs = kwargs or {}
         if func in _METADATA_OPS:
             return func(*args, **kwargs)
-        # Same decomposition rule as FlopCounterMode, so counts agree op for op.
-        if func._overloadpacket not in op_rules.flop_registry:
+        # FlopCounterMode decomposes every op it has no formula for, in case a matmul hides
+        # inside; we do the same except for ops our rules know to hold none (BN, pointwise,
+        # pooling), whose decompositions are slow and add nothing.
+        if not op_rules.has_rule(func):
             with self:
                 r = func.decompose(*args, **kwargs)
             if r is not NotImplemented:
                 return r
-        out = func(*args, **kwargs)
+        out = self._run(func, args, kwargs)
         outs = [o for o in (out if isinstance(out, (tuple, list)) else [out])
                 if isinstance(o, torch.Tensor)]
         flops = op_rules.mac_flops(func, args, kwargs, out) or 0
@@ -256,6 +259,21 @@ class _Tracer(TorchDispatchMode):
             self.finish_row(row, out)
         return out
 
+    def _run(self, func: Any, args: Any, kwargs: dict[str, Any]) -> Any:
+        """Run an op on meta tensors, reusing the output shapes of an identical earlier call:
+        PyTorch's meta kernels for BN and elementwise ops are Python and dominate the time,
+        and deep nets repeat the same call many times. Views are always run (they alias)."""
+        key = None if func.is_view else _signature((func, args, kwargs))
+        spec = self.cache.get(key) if key is not None else None
+        if spec is not None:
+            return _rebuild(spec, args)
+        out = func(*args, **kwargs)
+        if key is not None:
+            spec = _describe(out, args)
+            if spec is not None:
+                self.cache[key] = spec
+        return out
+
     def _assign(self, outs: list[torch.Tensor], rf: Any) -> None:
         for t in outs:
             if rf is not None:
@@ -273,6 +291,46 @@ class _Tracer(TorchDispatchMode):
             where = self.stack[-1].name if self.stack else "(top level)"
             self.unaccounted.append(f"{where or '(root)'}: {func} ({why}; receptive field lost)")
             return _UNKNOWN
+
+
+_HASHABLE = (int, float, bool, str, type(None), torch.dtype, torch.memory_format, torch.layout,
+             torch.device)
+
+
+def _signature(obj: Any) -> Any:
+    """A hashable key of an op call (tensors by shape, strides and dtype), or None."""
+    if isinstance(obj, torch.Tensor):
+        return ("T", tuple(obj.shape), obj.stride(), obj.dtype, obj.device.type)
+    if isinstance(obj, (list, tuple)):
+        parts = tuple(_signature(o) for o in obj)
+        return None if any(p is None and o is not None for p, o in zip(parts, obj, strict=True)) \
+            else parts
+    if isinstance(obj, dict):
+        return _signature(tuple(sorted(obj.items())))
+    if isinstance(obj, _HASHABLE) or callable(obj):
+        return obj
+    return None
+
+
+def _describe(out: Any, args: Any) -> Any:
+    if isinstance(out, torch.Tensor):
+        if args and out is args[0]:
+            return ("self",)
+        if out.device.type != "meta":
+            return None
+        return ("new", tuple(out.shape), out.stride(), out.dtype)
+    if isinstance(out, (tuple, list)) and out:
+        parts = [_describe(o, args) for o in out]
+        return None if any(p is None for p in parts) else ("seq", type(out), parts)
+    return None
+
+
+def _rebuild(spec: Any, args: Any) -> Any:
+    if spec[0] == "self":
+        return args[0]
+    if spec[0] == "new":
+        return torch.empty_strided(spec[1], spec[2], dtype=spec[3], device="meta")
+    return spec[1](_rebuild(p, args) for p in spec[2])
 
 
 def _flatten(items: Any) -> list[Any]:
