@@ -6,7 +6,6 @@ multiply-accumulate (one FLOP = half a MAC is *not* used here: FLOPs = 2 x MACs)
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -61,13 +60,15 @@ def pool_output_size(n: int, k: int, s: int | None = None, p: int = 0, ceil_mode
     s = k if s is None else s
     if not ceil_mode:
         return conv_output_size(n, k, s, p, d)
-    if 2 * p > k:
-        raise ValueError(f"padding {p} must be at most half the kernel {k}")
-    conv_output_size(n, k, s, p, d)  # the same checks as the floor rule
+    _check_positive(n=n, k=k, s=s, d=d)
+    if not 0 <= 2 * p <= k:
+        raise ValueError(f"padding {p} must be between 0 and half the kernel {k}")
     span = n + 2 * p - d * (k - 1) - 1
-    out = math.ceil(span / s) + 1
+    out = -(-span // s) + 1  # ceil division
     if (out - 1) * s >= n + p:
         out -= 1
+    if out < 1:
+        raise ValueError(f"a {k}x{k} window does not fit an input of {n} with padding {p}")
     return out
 
 

@@ -204,6 +204,7 @@ class _Tracer(TorchDispatchMode):
         rf = self.rf_of(t)
         if rf is _UNKNOWN:
             row.notes.append("receptive field unknown (see unaccounted)")
+            self.last_spatial = None
         row.receptive_field = self.public_rf(t)
         if isinstance(rf, TensorRF) and rf.spatial:
             self.last_spatial = row.receptive_field
