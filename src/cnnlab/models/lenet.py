@@ -34,6 +34,7 @@ __all__ = [
     "LeNetModern",
     "ScaledTanh",
     "TrainableSubsampling",
+    "map_criterion",
 ]
 
 LECUN_1998 = Paper(
@@ -108,7 +109,6 @@ class TrainableSubsampling(nn.Module):
         super().__init__()
         self.weight = nn.Parameter(torch.empty(channels))
         self.bias = nn.Parameter(torch.empty(channels))
-        self.fan_in = 4  # each unit sees the four inputs of its window
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         window_sum = F.avg_pool2d(x, 2) * 4
@@ -122,6 +122,9 @@ class ConnectionTableConv2d(nn.Module):
     count is exact: for C3, 60 connections x 25 + 16 biases = 1,516. The forward scatters them
     into a dense, zero-elsewhere kernel and runs one ordinary convolution.
     """
+
+    out_index: torch.Tensor
+    in_index: torch.Tensor
 
     def __init__(self, table: Sequence[str], kernel_size: int) -> None:
         super().__init__()
@@ -164,6 +167,8 @@ class EuclideanRBF(nn.Module):
     The prototypes are a buffer, not parameters: the paper keeps them fixed.
     """
 
+    prototypes: torch.Tensor
+
     def __init__(self, prototypes: torch.Tensor) -> None:
         super().__init__()
         self.register_buffer("prototypes", prototypes.clone())
@@ -182,7 +187,8 @@ class LeNet5(Classifier):
     Logits: the model returns ``-y`` (minus the RBF distances), so argmax is the nearest
     prototype. The paper trains with the MAP criterion (Eq. 9),
     E = mean_p [ y_D(Z^p) + log(e^-j + sum_i e^-y_i(Z^p)) ]; cross-entropy on ``-y`` is exactly
-    that criterion without the constant "rubbish class" term e^-j (j -> infinity).
+    that criterion without the constant "rubbish class" term e^-j (j -> infinity);
+    :func:`map_criterion` is Eq. 9 itself.
 
     Init (Appendix A): every weight and bias uniform in +-2.4/F_in, F_in = the fan-in of the
     unit the connection belongs to.
@@ -223,16 +229,23 @@ class LeNet5(Classifier):
         self._init_weights()
 
     def _init_weights(self) -> None:
-        f = self.features
-        for module, fan_in in [(f.c1, self.in_chans * 25), (f.s2, f.s2.fan_in),
-                               (f.s4, f.s4.fan_in), (f.c5, 16 * 25), (self.f6, 120)]:
-            for p in (module.weight, module.bias):
-                nn.init.uniform_(p, -2.4 / fan_in, 2.4 / fan_in)
-        # C3's maps read 3, 4 or 6 input maps: one bound per output map.
-        c3 = f.c3
-        bounds = [2.4 / fan_in for fan_in in c3.fan_in]
-        _uniform_per_map(c3.weight, [bounds[out] for out, _ in c3.pairs])
-        _uniform_per_map(c3.bias, bounds)
+        for m in self.modules():
+            if isinstance(m, ConnectionTableConv2d):  # C3: 3, 4 or 6 input maps per output map
+                bounds = [2.4 / fan_in for fan_in in m.fan_in]
+                _uniform_per_map(m.weight, [bounds[out] for out, _ in m.pairs])
+                _uniform_per_map(m.bias, bounds)
+                continue
+            if isinstance(m, nn.Conv2d):
+                fan_in = m.in_channels * m.kernel_size[0] * m.kernel_size[1]
+            elif isinstance(m, nn.Linear):
+                fan_in = m.in_features
+            elif isinstance(m, TrainableSubsampling):
+                fan_in = 4  # the four inputs of its 2x2 window
+            else:
+                continue
+            for p in (m.weight, m.bias):
+                if p is not None:
+                    nn.init.uniform_(p, -2.4 / fan_in, 2.4 / fan_in)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         return self.features(x)
@@ -240,6 +253,19 @@ class LeNet5(Classifier):
     def forward_head(self, x: torch.Tensor) -> torch.Tensor:
         distances = self.output(self.f6_act(self.f6(torch.flatten(x, 1))))
         return -distances
+
+
+def map_criterion(logits: torch.Tensor, targets: torch.Tensor, j: float = 10.0) -> torch.Tensor:
+    """The paper's MAP training criterion (Eq. 9) on ``lenet5``'s logits (= -RBF distances).
+
+    E = mean_p [ y_D + log(e^-j + sum_i e^-y_i) ]: it pulls the right class's distance down
+    and, through the log-sum, pushes the others up, with a "rubbish class" of fixed distance
+    j. As j grows it tends to cross-entropy on the logits. The paper does not state the j
+    it used; 10 is cnnlab's default.
+    """
+    rubbish = logits.new_full((logits.shape[0], 1), -j)
+    return (torch.logsumexp(torch.cat([rubbish, logits], dim=1), dim=1)
+            - logits.gather(1, targets.unsqueeze(1)).squeeze(1)).mean()
 
 
 def _uniform_per_map(param: torch.Tensor, bounds: Sequence[float]) -> None:

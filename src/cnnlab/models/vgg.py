@@ -56,7 +56,7 @@ def make_features(
                            "module": f"features.{len(layers) - 1}"})
         elif item == "LRN":
             layers.append(paper_lrn())
-        else:
+        elif not isinstance(item, str):
             width, k = (item, 3) if isinstance(item, int) else item
             layers.append(nn.Conv2d(channels, width, kernel_size=k, padding=k // 2))
             if batch_norm:
@@ -114,7 +114,8 @@ class VGG(Classifier):
                     nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
                 else:
                     nn.init.normal_(m.weight, 0.0, 0.01)
-                nn.init.zeros_(m.bias)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
             elif isinstance(m, nn.BatchNorm2d):
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
