@@ -128,7 +128,8 @@ def _union(known: Sequence[tuple[torch.Tensor, TensorRF]], out_shape: Sequence[i
            spatial: bool) -> TensorRF:
     """The maximum over incoming paths. An input broadcast over the map (an SE gate of
     shape N x C x 1 x 1 times an N x C x H x W map) adds what it sees to *every* unit."""
-    aligned, broadcast = [], []
+    aligned: list[TensorRF] = []
+    broadcast: list[TensorRF] = []
     for t, r in known:
         is_broadcast = (spatial and r.spatial and t.dim() >= 2
                         and tuple(t.shape[-2:]) != tuple(out_shape[-2:]))
@@ -178,12 +179,12 @@ def _adaptive(rf: TensorRF, in_hw: Sequence[int], out_hw: Sequence[int]) -> Tens
 def _collapse(rf: TensorRF, shape: Sequence[int], dims: Sequence[int], keeps: bool) -> TensorRF:
     """Reduce over ``dims`` of a tensor of ``shape``; H is dim -2, W is dim -1."""
     nd = len(shape)
-    dims = {d % nd for d in dims}
+    reduced = {d % nd for d in dims}
     axes = list(rf.axes)
     for i, dim in ((0, nd - 2), (1, nd - 1)):
-        if rf.spatial and dim in dims:
+        if rf.spatial and dim in reduced:
             axes[i] = axes[i].collapse(shape[dim])
-    touched = rf.spatial and bool(dims & {nd - 2, nd - 1})
+    touched = rf.spatial and bool(reduced & {nd - 2, nd - 1})
     return TensorRF(tuple(axes), rf.spatial and (keeps or not touched))  # type: ignore[arg-type]
 
 
