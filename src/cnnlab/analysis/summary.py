@@ -404,7 +404,8 @@ def _meta_state(model: nn.Module, dtype: torch.dtype) -> dict[str, torch.Tensor]
 
 
 class _Run(nn.Module):
-    """The model's forward, split at forward_features so its output can be kept."""
+    """Runs the model's own forward, keeping what ``forward_features`` returns (an instance
+    attribute wraps the method for the duration of the call)."""
 
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
@@ -412,13 +413,19 @@ class _Run(nn.Module):
         self.features: torch.Tensor | None = None
 
     def forward(self, x: torch.Tensor) -> Any:
-        from cnnlab.models.base import Classifier, check_input
+        original = getattr(self.model, "forward_features", None)
+        if not callable(original):
+            return self.model(x)
 
-        if isinstance(self.model, Classifier):
-            check_input(self.model, x)
-            self.features = self.model.forward_features(x)
-            return self.model.forward_head(self.features)
-        return self.model(x)
+        def keep(inp: torch.Tensor) -> torch.Tensor:
+            self.features = original(inp)
+            return self.features
+
+        self.model.forward_features = keep  # type: ignore[method-assign]
+        try:
+            return self.model(x)
+        finally:
+            del self.model.forward_features
 
 
 def summarize(
@@ -535,13 +542,20 @@ def summarize(
             count(tracer.add_row(Row(mod_name, type(module).__name__, "unused",
                                      notes=["not run by the forward"])), own)
 
-    features_rf = tracer.public_rf(run.features) if run.features is not None else (
-        tracer.last_spatial)
+    # The map before the head: what forward_features returned, else (a forward that does
+    # not call it) the last stage's output, else the last spatial map of the forward.
+    stages = list(getattr(model, "feature_info", []))
+    if run.features is not None:
+        features_rf = tracer.public_rf(run.features)
+    elif stages and stages[-1]["module"] in module_outputs:
+        features_rf = module_outputs[stages[-1]["module"]][1]
+    else:
+        features_rf = tracer.last_spatial
     layers = tracer.rows
     summary = Summary(
         model=name, input_size=(c, h, w), batch_size=batch_size, dtype=dtype,
         rows=layers, layers=layers, receptive_field=features_rf,
-        module_outputs=module_outputs, stages=list(getattr(model, "feature_info", [])),
+        module_outputs=module_outputs, stages=stages,
         unaccounted=tracer.unaccounted, depth=depth,
     )
     if depth is not None:
