@@ -36,6 +36,11 @@ LAYER_TABLE = [
     (nn.ReLU(inplace=True), (1, 4, 8, 8), 0, 0, 256, 0),  # in place: no new memory
     (nn.Sigmoid(), (1, 4, 8, 8), 0, 0, 256, 256),
     (nn.Hardswish(), (1, 4, 8, 8), 0, 0, 256, 256),
+    (nn.ReLU6(inplace=True), (1, 4, 8, 8), 0, 0, 256, 0),
+    (nn.SiLU(), (1, 4, 8, 8), 0, 0, 256, 256),
+    (nn.LeakyReLU(0.1), (1, 4, 8, 8), 0, 0, 256, 256),
+    (nn.GroupNorm(2, 4), (1, 4, 8, 8), 8, 0, 4 * 256, 256),  # statistics + scale and shift
+    (nn.Softmax(dim=1), (1, 4, 8, 8), 0, 0, 3 * 256, 256),  # exp, sum, divide
     (nn.MaxPool2d(2), (1, 4, 4, 4), 0, 0, 64 * 4, 64),  # 4 compares per output
     (nn.MaxPool2d(3, 2, 1), (1, 4, 4, 4), 0, 0, 64 * 9, 64),
     (nn.AvgPool2d(2), (1, 4, 4, 4), 0, 0, 64 * 4, 64),
