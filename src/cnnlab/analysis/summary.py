@@ -159,9 +159,9 @@ class _Frame:
 class _Tracer(TorchDispatchMode):
     """Follows every aten op of one meta forward, filling rows."""
 
-    def __init__(self, batch: int, input_hw: tuple[int, int], itemsize: int) -> None:
+    def __init__(self, batch: int, input_hw: tuple[int, int]) -> None:
         super().__init__()
-        self.batch, self.input_hw, self.itemsize = batch, input_hw, itemsize
+        self.batch, self.input_hw = batch, input_hw
         self.rows: list[Row] = []
         self.stack: list[_Frame] = []
         self.rf: dict[int, tuple[torch.Tensor, Any]] = {}
@@ -454,7 +454,7 @@ def summarize(
         model = model_or_name
         name = getattr(model, "model_name", type(model).__name__)
 
-    tracer = _Tracer(batch_size, (h, w), dtype.itemsize)
+    tracer = _Tracer(batch_size, (h, w))
     x = torch.empty(batch_size, c, h, w, device="meta", dtype=dtype)
     tracer.set_rf(x, input_rf())
     input_row = tracer.add_row(Row("input", "Input", "input"))
