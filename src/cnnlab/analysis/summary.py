@@ -421,7 +421,7 @@ class _Run(nn.Module):
             self.features = original(inp)
             return self.features
 
-        self.model.forward_features = keep  # type: ignore[method-assign]
+        self.model.forward_features = keep  # type: ignore[method-assign,assignment]
         try:
             return self.model(x)
         finally:
