@@ -38,6 +38,8 @@ PAPER_LAYERS = {
 
 def test_parameters_per_layer_and_total():
     assert PAPER_LAYERS["features.conv1"] == 34_944
+    # The lecture's "(11*11*3)*96 = 35K" counts conv1's weights without biases.
+    assert cnnlab.create_model("alexnet_2012").features.conv1.weight.numel() == 11 * 11 * 3 * 96
     assert sum(PAPER_LAYERS.values()) == 60_965_224
     model = build_on_meta("alexnet_2012")
     modules = dict(model.named_modules())

@@ -100,6 +100,9 @@ class ScaledTanh(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.amplitude * torch.tanh(self.slope * x)
 
+    def extra_repr(self) -> str:
+        return "A=1.7159, S=2/3"
+
 
 class TrainableSubsampling(nn.Module):
     """S2/S4: sum each non-overlapping 2x2 window, times a trainable coefficient per map,
@@ -113,6 +116,9 @@ class TrainableSubsampling(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         window_sum = F.avg_pool2d(x, 2) * 4
         return window_sum * self.weight.view(1, -1, 1, 1) + self.bias.view(1, -1, 1, 1)
+
+    def extra_repr(self) -> str:
+        return f"{self.weight.shape[0]}, window=2x2"
 
 
 class ConnectionTableConv2d(nn.Module):
@@ -176,6 +182,10 @@ class EuclideanRBF(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         diff = x.unsqueeze(1) - self.prototypes.unsqueeze(0)
         return diff.pow(2).sum(dim=-1)
+
+    def extra_repr(self) -> str:
+        classes, features = self.prototypes.shape
+        return f"{features} -> {classes}, fixed prototypes"
 
 
 class LeNet5(Classifier):
