@@ -1,0 +1,224 @@
+"""Batches for training: in-memory datasets stay on the device as uint8 and are shuffled,
+augmented and normalised there in whole batches; image folders stream through DataLoader
+workers that decode (and per-image transform) in parallel.
+
+Both loaders yield ``(x float32 normalised NCHW, y int64)`` on the device, reshuffle by
+``set_epoch``, and shard by ``(rank, world_size)``: each rank takes every ``world_size``-th
+index of the epoch's permutation, so across ranks every sample is seen exactly once per epoch
+(ranks differ by at most one sample; nothing is padded or repeated). The order and the
+augmentation depend only on (seed, epoch, rank), never on the number of workers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+import torch
+
+from cnnlab.data.dataset import ImageTensorDataset, mix_seed
+from cnnlab.data.transforms import normalize
+
+__all__ = ["DeviceLoader", "FolderLoader", "epoch_indices", "make_loader"]
+
+BatchTransform = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
+
+
+def epoch_indices(
+    n: int, *, shuffle: bool, seed: int, epoch: int, rank: int = 0, world_size: int = 1
+) -> torch.Tensor:
+    """The indices rank ``rank`` visits in ``epoch``: its stride of the epoch's permutation."""
+    if world_size < 1 or not 0 <= rank < world_size:
+        raise ValueError(f"need 0 <= rank < world_size, got rank={rank}, world_size={world_size}")
+    if shuffle:
+        generator = torch.Generator().manual_seed(mix_seed(seed, epoch))
+        order = torch.randperm(n, generator=generator)
+    else:
+        order = torch.arange(n)
+    return order[rank::world_size]
+
+
+class _EpochBatches:
+    """What both loaders share: sharded, seeded order and batch counting."""
+
+    def __init__(
+        self, n: int, batch_size: int, *, shuffle: bool, seed: int, drop_last: bool,
+        rank: int, world_size: int,
+    ) -> None:
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be positive, got {batch_size}")
+        self.n, self.batch_size, self.shuffle, self.seed = n, batch_size, shuffle, seed
+        self.drop_last, self.rank, self.world_size = drop_last, rank, world_size
+        self.epoch = 0
+        epoch_indices(0, shuffle=False, seed=0, epoch=0, rank=rank, world_size=world_size)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Reseed the shuffle (and augmentation) for ``epoch``."""
+        self.epoch = int(epoch)
+
+    @property
+    def num_samples(self) -> int:
+        """Samples this rank sees per epoch."""
+        return len(range(self.rank, self.n, self.world_size))
+
+    def __len__(self) -> int:
+        if self.drop_last:
+            return self.num_samples // self.batch_size
+        return -(-self.num_samples // self.batch_size)
+
+    def _batches(self) -> Iterator[torch.Tensor]:
+        order = epoch_indices(
+            self.n, shuffle=self.shuffle, seed=self.seed, epoch=self.epoch,
+            rank=self.rank, world_size=self.world_size,
+        )
+        for b in range(len(self)):
+            yield order[b * self.batch_size : (b + 1) * self.batch_size]
+
+    def _augment_generator(self) -> torch.Generator:
+        return torch.Generator().manual_seed(mix_seed(self.seed, self.epoch, self.rank, 1))
+
+
+class DeviceLoader(_EpochBatches):
+    """An in-memory dataset kept on ``device`` as uint8, served in augmented, normalised batches.
+
+    ``train_transform(x_uint8, generator) -> x_uint8`` runs per batch on the device (e.g.
+    ``lambda x, g: random_flip(random_crop(x, 32, 4, generator=g), generator=g)``).
+    ``mean``/``std`` default to the dataset's own.
+    """
+
+    def __init__(
+        self,
+        dataset: ImageTensorDataset,
+        batch_size: int,
+        *,
+        shuffle: bool,
+        train_transform: BatchTransform | None = None,
+        mean: Sequence[float] | None = None,
+        std: Sequence[float] | None = None,
+        device: str | torch.device = "cpu",
+        seed: int = 0,
+        drop_last: bool = False,
+        rank: int = 0,
+        world_size: int = 1,
+    ) -> None:
+        super().__init__(
+            len(dataset), batch_size, shuffle=shuffle, seed=seed, drop_last=drop_last,
+            rank=rank, world_size=world_size,
+        )
+        self.device = torch.device(device)
+        self.images = dataset.images.to(self.device)
+        self.labels = dataset.labels.to(self.device)
+        self.mean = list(dataset.mean if mean is None else mean)
+        self.std = list(dataset.std if std is None else std)
+        self.train_transform = train_transform
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        generator = self._augment_generator()
+        for idx in self._batches():
+            idx = idx.to(self.device)
+            x = self.images.index_select(0, idx)
+            if self.train_transform is not None:
+                x = self.train_transform(x, generator)
+            yield normalize(x, self.mean, self.std), self.labels.index_select(0, idx)
+
+
+SampleTransform = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
+
+
+class _DecodedSamples(torch.utils.data.Dataset):
+    """Decodes sample ``i`` in a worker and applies the per-image transform with a generator
+    seeded by (seed, epoch, i), so the result does not depend on which worker ran it."""
+
+    def __init__(self, dataset: Any, sample_transform: SampleTransform | None) -> None:
+        self.dataset, self.sample_transform = dataset, sample_transform
+        self.seed = self.epoch = 0
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        image, label = self.dataset[index]
+        if self.sample_transform is not None:
+            generator = torch.Generator().manual_seed(mix_seed(self.seed, self.epoch, index, 2))
+            image = self.sample_transform(image, generator)
+        return image, label
+
+
+def _collate(items: list[tuple[torch.Tensor, int]]) -> tuple[torch.Tensor, torch.Tensor]:
+    shapes = {tuple(image.shape) for image, _ in items}
+    if len(shapes) > 1:
+        raise ValueError(
+            f"images of different shapes {sorted(shapes)[:3]} in one batch; give make_loader a "
+            "sample_transform that brings every image to one size (e.g. resize + center_crop)"
+        )
+    images = torch.stack([image for image, _ in items])
+    return images, torch.tensor([label for _, label in items], dtype=torch.int64)
+
+
+class FolderLoader(_EpochBatches):
+    """An image-folder dataset decoded by ``num_workers`` DataLoader workers.
+
+    ``sample_transform(image_uint8_chw, generator) -> uint8 CHW`` runs per image in the
+    workers (bring images to one size there); ``train_transform`` then runs per batch on the
+    device, as in :class:`DeviceLoader`.
+    """
+
+    def __init__(
+        self,
+        dataset: Any,
+        batch_size: int,
+        *,
+        shuffle: bool,
+        mean: Sequence[float],
+        std: Sequence[float],
+        sample_transform: SampleTransform | None = None,
+        train_transform: BatchTransform | None = None,
+        device: str | torch.device = "cpu",
+        seed: int = 0,
+        drop_last: bool = False,
+        rank: int = 0,
+        world_size: int = 1,
+        num_workers: int = 0,
+    ) -> None:
+        super().__init__(
+            len(dataset), batch_size, shuffle=shuffle, seed=seed, drop_last=drop_last,
+            rank=rank, world_size=world_size,
+        )
+        self.dataset = dataset
+        self.samples = _DecodedSamples(dataset, sample_transform)
+        self.samples.seed = seed
+        self.mean, self.std = list(mean), list(std)
+        self.train_transform = train_transform
+        self.device = torch.device(device)
+        self.num_workers = num_workers
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        self.samples.epoch = self.epoch
+        loader = torch.utils.data.DataLoader(
+            self.samples,
+            batch_sampler=[idx.tolist() for idx in self._batches()],
+            num_workers=self.num_workers,
+            collate_fn=_collate,
+            pin_memory=self.device.type == "cuda",
+        )
+        generator = self._augment_generator()
+        for x, y in loader:
+            x = x.to(self.device, non_blocking=True)
+            if self.train_transform is not None:
+                x = self.train_transform(x, generator)
+            yield normalize(x, self.mean, self.std), y.to(self.device, non_blocking=True)
+
+
+def make_loader(dataset: Any, batch_size: int, **options: Any) -> DeviceLoader | FolderLoader:
+    """A :class:`DeviceLoader` for in-memory datasets, a :class:`FolderLoader` otherwise.
+
+    ``sample_transform`` and ``num_workers`` apply to folders only and are ignored for
+    in-memory datasets (their batches are augmented whole on the device).
+    """
+    if isinstance(dataset, ImageTensorDataset):
+        options.pop("sample_transform", None)
+        options.pop("num_workers", None)
+        return DeviceLoader(dataset, batch_size, **options)
+    if options.get("mean") is None or options.get("std") is None:
+        raise ValueError("an image-folder loader needs mean= and std= (e.g. ImageNet's)")
+    return FolderLoader(dataset, batch_size, **options)
