@@ -10,6 +10,7 @@ bad update, and the last good checkpoint is left as it was.
 from __future__ import annotations
 
 import copy
+import os
 import random
 import time
 from collections.abc import Callable, Iterable
@@ -54,6 +55,7 @@ __all__ = [
     "NonFiniteLoss",
     "evaluate",
     "fit",
+    "prepare_out_dir",
     "seed_everything",
 ]
 
@@ -73,6 +75,22 @@ class Loader(Protocol):
 
 class NonFiniteLoss(RuntimeError):
     """The loss became NaN or infinite; the step that produced it was not applied."""
+
+
+def prepare_out_dir(out_dir: str | Path) -> Path:
+    """Create ``out_dir`` and prove it writable now, before any training time is spent."""
+    out = Path(out_dir)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / f".write-test-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise ValueError(
+            f"output directory {str(out)!r} cannot be written ({reason}); choose another with --out"
+        ) from None
+    return out
 
 
 def seed_everything(seed: int) -> None:
@@ -256,7 +274,7 @@ def fit(
     """
     device = torch.device(device)
     ctx = dist_ctx or DistContext()
-    out = Path(out_dir)
+    out = prepare_out_dir(out_dir) if (dist_ctx or DistContext()).is_main else Path(out_dir)
     console = console or Console()
     input_fit = input_fit or (lambda x: x)
     recipe = recipe_for_model(model_name, recipe)
