@@ -401,7 +401,7 @@ def fit(
                     else "no checkpoint had been written yet"
                 )
                 stopped = f"{exc}; training stopped before applying that step; {where}"
-                if show:
+                if ctx.is_main:
                     console.print(f"[bold red]stopped:[/] {stopped}")
                 break
             epoch_s = time.perf_counter() - t0
@@ -459,14 +459,15 @@ def fit(
                     out / CHECKPOINT,
                 )
                 write_logs(history, out)
-                plot_curves(history, out / "curves.png", title=f"{model_name} · {recipe.name}")
-                if show:
-                    console.print(_epoch_line(row))
+                console.print(_epoch_line(row))
             if stop_at_test_top1 is not None and row.get("test_top1", 0.0) >= stop_at_test_top1:
                 stopped = f"reached test top-1 {row['test_top1']:.2f}% >= {stop_at_test_top1}%"
                 break
 
     weights = None
+    if ctx.is_main and history:
+        # Drawn once at the end: matplotlib costs about a second, too much for every epoch.
+        plot_curves(history, out / "curves.png", title=f"{model_name} · {recipe.name}")
     if ctx.is_main and history and ckpt_path is not None and not (stopped and "loss" in stopped):
         state = (ema.model if ema is not None else unwrap(model)).state_dict()
         weights = export_safetensors(
