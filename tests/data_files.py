@@ -75,3 +75,38 @@ def write_cifar100(root: Path, n_train: int = 30, n_test: int = 10, seed: int = 
             b"coarse_label_names": [f"coarse{i}".encode() for i in range(20)]}
     (folder / "meta").write_bytes(pickle.dumps(meta, protocol=2))
     return written
+
+
+def write_svhn(root: Path, n_train: int = 12, n_test: int = 5, seed: int = 0) -> dict:
+    """train_32x32.mat / test_32x32.mat as the official files: X (32, 32, 3, N), y 1..10."""
+    import scipy.io
+
+    rng = np.random.default_rng(seed)
+    root.mkdir(parents=True, exist_ok=True)
+    written = {}
+    for split, n in (("train", n_train), ("test", n_test)):
+        x = rng.integers(0, 256, (32, 32, 3, n), dtype=np.uint8)
+        y = rng.integers(1, 11, (n, 1)).astype(np.uint8)
+        scipy.io.savemat(root / f"{split}_32x32.mat", {"X": x, "y": y})
+        written[split] = (x, y)
+    return written
+
+
+def write_image(path: Path, array: np.ndarray) -> Path:
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(array).save(path)
+    return path
+
+
+def write_folder(root: Path, classes=("cat", "dog"), per_class: int = 3, size=(12, 10),
+                 ext: str = ".png", seed: int = 0) -> dict[Path, np.ndarray]:
+    """root/<class>/<i><ext> with random RGB images; returns path -> array written."""
+    rng = np.random.default_rng(seed)
+    written = {}
+    for cls in classes:
+        for i in range(per_class):
+            array = rng.integers(0, 256, (*size, 3), dtype=np.uint8)
+            written[write_image(root / cls / f"{i}{ext}", array)] = array
+    return written

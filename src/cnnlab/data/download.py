@@ -1,0 +1,322 @@
+"""Safe downloads: retries, resume with HTTP Range, MD5 before rename, safe extraction.
+
+A file is written to ``NAME.part`` and renamed to ``NAME`` only once its MD5 matches the
+official one; a dropped connection leaves the ``.part`` file to be resumed (``Range:
+bytes=N-``) by the next attempt or the next run; a mismatch deletes it. Archives are checked
+member by member before anything is extracted, then unpacked into a temporary folder in the
+root and moved into place, so a refused or broken archive leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import stat
+import tarfile
+import tempfile
+import time
+import urllib.error
+import urllib.request
+import zipfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from http.client import HTTPException
+from pathlib import Path, PurePosixPath, PureWindowsPath
+
+from cnnlab.data.catalog import IMAGENET_ARCHIVES, SOURCES, Source
+from cnnlab.data.dataset import DatasetError
+
+__all__ = [
+    "Check",
+    "ChecksumError",
+    "DownloadError",
+    "download",
+    "fetch",
+    "md5_file",
+    "safe_extract",
+    "verify",
+]
+
+Log = Callable[[str], None]
+
+
+class DownloadError(DatasetError):
+    """A file could not be fetched (after retries, or the server refused it)."""
+
+
+class ChecksumError(DownloadError):
+    """The fetched bytes do not have the official MD5."""
+
+
+class _Retryable(Exception):
+    pass
+
+
+def md5_file(path: str | Path, chunk: int = 1 << 20) -> str:
+    digest = hashlib.md5(usedforsecurity=False)
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _fetch_once(url: str, part: Path, timeout: float) -> None:
+    """Append the rest of ``url`` to ``part`` (all of it if the server ignores Range)."""
+    offset = part.stat().st_size if part.exists() else 0
+    headers = {"User-Agent": "cnnlab", "Range": f"bytes={offset}-"} if offset else {
+        "User-Agent": "cnnlab"}
+    try:
+        response = urllib.request.urlopen(urllib.request.Request(url, headers=headers),
+                                          timeout=timeout)
+    except urllib.error.HTTPError as exc:
+        if exc.code == 416 and offset:  # nothing left to send: the partial file is whole
+            return
+        if exc.code >= 500:
+            raise _Retryable(f"HTTP {exc.code} {exc.reason}") from None
+        raise DownloadError(f"{url}: HTTP {exc.code} {exc.reason}") from None
+    except (urllib.error.URLError, OSError, HTTPException) as exc:
+        raise _Retryable(str(getattr(exc, "reason", exc))) from None
+    with response:
+        resumed = offset > 0 and response.status == 206
+        length = response.headers.get("Content-Length")
+        expected = int(length) if length is not None else None
+        received = 0
+        with part.open("ab" if resumed else "wb") as fh:
+            try:
+                while block := response.read(1 << 16):
+                    fh.write(block)
+                    received += len(block)
+            except (OSError, HTTPException) as exc:
+                raise _Retryable(f"connection lost after {received} bytes ({exc!r})") from None
+        if expected is not None and received < expected:
+            raise _Retryable(f"connection closed after {received} of {expected} bytes")
+
+
+def _fetch_with_retries(
+    url: str, part: Path, retries: int, timeout: float, backoff: float,
+    failures: list[str], log: Log | None,
+) -> bool:
+    """True once ``url`` has been read to its end into ``part``; False after the retries or
+    a refusal (HTTP 4xx), with the reasons appended to ``failures``."""
+    for attempt in range(retries + 1):
+        if log:
+            resume = f" (resuming at byte {part.stat().st_size})" if part.exists() else ""
+            log(f"fetching {url}{resume}")
+        try:
+            _fetch_once(url, part, timeout)
+            return True
+        except _Retryable as exc:
+            failures.append(f"{url}: {exc}")
+            if attempt < retries:
+                time.sleep(backoff * 2**attempt)
+        except DownloadError as exc:
+            failures.append(str(exc))
+            return False
+    return False
+
+
+def fetch(
+    urls: str | tuple[str, ...],
+    dest: str | Path,
+    md5: str,
+    *,
+    retries: int = 3,
+    timeout: float = 60.0,
+    backoff: float = 1.0,
+    log: Log | None = None,
+) -> Path:
+    """Download ``dest`` from the first of ``urls`` that serves it, resuming ``dest.part``;
+    rename to ``dest`` only when the MD5 equals ``md5``. An existing good ``dest`` is kept."""
+    urls = (urls,) if isinstance(urls, str) else tuple(urls)
+    dest = Path(dest)
+    if dest.is_file() and md5_file(dest) == md5:
+        return dest
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    part = dest.with_name(dest.name + ".part")
+    failures: list[str] = []
+    for url in urls:  # mirrors in order; a partial file carries over (same bytes)
+        if not _fetch_with_retries(url, part, retries, timeout, backoff, failures, log):
+            continue
+        actual = md5_file(part) if part.exists() else "nothing (empty response)"
+        if actual != md5:
+            part.unlink(missing_ok=True)
+            raise ChecksumError(
+                f"{url}: MD5 of {dest.name} is {actual}, expected {md5}; "
+                "the partial download was deleted"
+            )
+        os.replace(part, dest)
+        return dest
+    kept = f"; {part.name} is kept to resume from" if part.exists() else ""
+    raise DownloadError(f"could not fetch {dest.name}: {failures[-1]}{kept}")
+
+
+def _unsafe_name(name: str) -> str | None:
+    posix = name.replace("\\", "/")
+    windows = PureWindowsPath(name)
+    if not name:
+        return "an empty name"
+    if posix.startswith("/") or windows.drive or windows.root:
+        return "an absolute path"
+    if ".." in PurePosixPath(posix).parts:
+        return "a '..' path component"
+    return None
+
+
+def _tar_problem(member: tarfile.TarInfo) -> str | None:
+    if problem := _unsafe_name(member.name):
+        return problem
+    if member.issym() or member.islnk():
+        return f"a link (to {member.linkname!r})"
+    if member.ischr() or member.isblk() or member.isfifo():
+        return "a device or FIFO"
+    if not (member.isfile() or member.isdir()):
+        return "not a regular file or folder"
+    return None
+
+
+def _zip_problem(info: zipfile.ZipInfo) -> str | None:
+    if problem := _unsafe_name(info.filename):
+        return problem
+    kind = stat.S_IFMT(info.external_attr >> 16)
+    if kind == stat.S_IFLNK:
+        return "a link"
+    if kind not in (0, stat.S_IFREG, stat.S_IFDIR):
+        return "a device or special file"
+    return None
+
+
+def safe_extract(archive: str | Path, dest: str | Path) -> list[Path]:
+    """Extract a tar (any compression) or zip archive into ``dest``, refusing absolute paths,
+    ``..``, links and device files; returns the top-level paths created. Every member is
+    checked before any is written, and extraction goes through a temporary folder."""
+    archive, dest = Path(archive), Path(dest)
+    dest.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".extract-", dir=dest))
+    try:
+        if tarfile.is_tarfile(archive):
+            with tarfile.open(archive) as tar:
+                members = tar.getmembers()
+                _refuse(archive, [(m.name, _tar_problem(m)) for m in members])
+                if hasattr(tarfile, "data_filter"):  # the standard library's own guard as well
+                    tar.extractall(tmp, filter="data")
+                else:
+                    tar.extractall(tmp)  # noqa: S202 (every member checked above)
+        elif zipfile.is_zipfile(archive):
+            with zipfile.ZipFile(archive) as zf:
+                _refuse(archive, [(i.filename, _zip_problem(i)) for i in zf.infolist()])
+                zf.extractall(tmp)
+        else:
+            raise DatasetError(f"{archive}: not a tar or zip archive")
+        created = []
+        for entry in sorted(tmp.iterdir()):
+            target = dest / entry.name
+            if target.is_dir() and not target.is_symlink():
+                shutil.rmtree(target)
+            elif target.exists() or target.is_symlink():
+                target.unlink()
+            os.replace(entry, target)
+            created.append(target)
+        return created
+    except (tarfile.TarError, zipfile.BadZipFile, EOFError, OSError) as exc:
+        raise DatasetError(f"{archive}: cannot extract ({type(exc).__name__}: {exc})") from None
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _refuse(archive: Path, problems: list[tuple[str, str | None]]) -> None:
+    for name, problem in problems:
+        if problem:
+            raise DatasetError(
+                f"{archive}: refusing to extract {name!r}, which is {problem}; "
+                "nothing was extracted"
+            )
+
+
+def download(
+    name: str,
+    root: str | Path,
+    *,
+    mirror: str | None = None,
+    extra: bool = False,
+    retries: int = 3,
+    backoff: float = 1.0,
+    log: Log | None = None,
+) -> list[Path]:
+    """Fetch (and extract) dataset ``name`` into ``root``; ``mirror`` is a base URL to use
+    instead of the official ones (same file names); ``extra`` adds optional files."""
+    source = _source(name)
+    if source.manual:
+        raise DatasetError(source.manual)
+    root = Path(root)
+    paths = []
+    for remote in source.files:
+        if remote.optional and not extra:
+            continue
+        urls = (f"{mirror.rstrip('/')}/{remote.name}",) if mirror else remote.urls
+        path = fetch(urls, root / remote.name, remote.md5, retries=retries, backoff=backoff,
+                     log=log)
+        if log:
+            log(f"{path}: MD5 {remote.md5} ok")
+        if remote.extract:
+            paths += safe_extract(path, root)
+        else:
+            paths.append(path)
+    return paths
+
+
+def _source(name: str) -> Source:
+    if name not in SOURCES:
+        raise ValueError(f"no download source for {name!r}; known: {', '.join(SOURCES)}")
+    return SOURCES[name]
+
+
+@dataclass(frozen=True)
+class Check:
+    """One verification: ``what`` (a file or a split count), the expected and the found value."""
+
+    what: str
+    expected: str
+    found: str
+
+    @property
+    def ok(self) -> bool:
+        return self.expected == self.found
+
+
+def verify(name: str, root: str | Path) -> list[Check]:
+    """Check a dataset under ``root`` against its official MD5s and image counts.
+
+    Files that are the dataset itself (MNIST's gz, SVHN's .mat, CIFAR's extracted batches) must
+    be present; downloaded archives are checked when present; image folders are counted.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"dataset root {root} does not exist or is not a folder")
+    source = _source(name)
+    checks: list[Check] = []
+
+    def check_file(rel: str, md5: str, required: bool) -> None:
+        path = root / rel
+        if path.is_file():
+            checks.append(Check(str(path), md5, md5_file(path)))
+        elif required:
+            checks.append(Check(str(path), md5, "missing"))
+
+    archives = IMAGENET_ARCHIVES if name == "imagenet" else [
+        (f.name, f.md5) for f in source.files]
+    extracted = {f.name for f in source.files if f.extract}
+    for rel, md5 in archives:
+        optional = rel in extracted or name == "imagenet" or any(
+            f.optional for f in source.files if f.name == rel)
+        check_file(rel, md5, required=not optional)
+    for rel, md5 in source.contents:
+        check_file(rel, md5, required=True)
+    if name in ("imagenet", "imagenette"):
+        from cnnlab.data.folder import load_folder
+
+        splits = load_folder(root, name)
+        for split, count in source.counts:
+            found = str(len(splits[split])) if split in splits else "missing"
+            checks.append(Check(f"{name} {split} images", str(count), found))
+    return checks
