@@ -108,7 +108,6 @@ class TrainableSubsampling(nn.Module):
         super().__init__()
         self.weight = nn.Parameter(torch.empty(channels))
         self.bias = nn.Parameter(torch.empty(channels))
-        self.fan_in = 4  # each unit sees the four inputs of its window
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         window_sum = F.avg_pool2d(x, 2) * 4
@@ -122,6 +121,9 @@ class ConnectionTableConv2d(nn.Module):
     count is exact: for C3, 60 connections x 25 + 16 biases = 1,516. The forward scatters them
     into a dense, zero-elsewhere kernel and runs one ordinary convolution.
     """
+
+    out_index: torch.Tensor
+    in_index: torch.Tensor
 
     def __init__(self, table: Sequence[str], kernel_size: int) -> None:
         super().__init__()
@@ -163,6 +165,8 @@ class EuclideanRBF(nn.Module):
 
     The prototypes are a buffer, not parameters: the paper keeps them fixed.
     """
+
+    prototypes: torch.Tensor
 
     def __init__(self, prototypes: torch.Tensor) -> None:
         super().__init__()
@@ -223,16 +227,23 @@ class LeNet5(Classifier):
         self._init_weights()
 
     def _init_weights(self) -> None:
-        f = self.features
-        for module, fan_in in [(f.c1, self.in_chans * 25), (f.s2, f.s2.fan_in),
-                               (f.s4, f.s4.fan_in), (f.c5, 16 * 25), (self.f6, 120)]:
-            for p in (module.weight, module.bias):
-                nn.init.uniform_(p, -2.4 / fan_in, 2.4 / fan_in)
-        # C3's maps read 3, 4 or 6 input maps: one bound per output map.
-        c3 = f.c3
-        bounds = [2.4 / fan_in for fan_in in c3.fan_in]
-        _uniform_per_map(c3.weight, [bounds[out] for out, _ in c3.pairs])
-        _uniform_per_map(c3.bias, bounds)
+        for m in self.modules():
+            if isinstance(m, ConnectionTableConv2d):  # C3: 3, 4 or 6 input maps per output map
+                bounds = [2.4 / fan_in for fan_in in m.fan_in]
+                _uniform_per_map(m.weight, [bounds[out] for out, _ in m.pairs])
+                _uniform_per_map(m.bias, bounds)
+                continue
+            if isinstance(m, nn.Conv2d):
+                fan_in = m.in_channels * m.kernel_size[0] * m.kernel_size[1]
+            elif isinstance(m, nn.Linear):
+                fan_in = m.in_features
+            elif isinstance(m, TrainableSubsampling):
+                fan_in = 4  # the four inputs of its 2x2 window
+            else:
+                continue
+            for p in (m.weight, m.bias):
+                if p is not None:
+                    nn.init.uniform_(p, -2.4 / fan_in, 2.4 / fan_in)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         return self.features(x)
