@@ -9,13 +9,17 @@ import cnnlab
 
 def small_input_hw(name: str, model: torch.nn.Module) -> tuple[int, int]:
     """A small valid input: the model's fixed size, else the paper's size for CIFAR/MNIST
-    nets and 64x64 (or the model's minimum, if larger) for ImageNet nets."""
+    nets and 64x64 (or the model's minimum, if larger) for ImageNet nets.
+
+    A model whose training-mode forward needs more than ``min_input_size`` (Inception v3's
+    auxiliary head needs 299x299) declares ``min_train_input_size``, and that is used.
+    """
     if model.fixed_input_size is not None:
         return model.fixed_input_size
     info = cnnlab.model_info(name)
     if info.dataset != "imagenet":
         return info.input_size[1:]
-    mh, mw = model.min_input_size
+    mh, mw = getattr(model, "min_train_input_size", None) or model.min_input_size
     return max(64, mh), max(64, mw)
 
 

@@ -6,3 +6,8 @@ import pkgutil
 for _module in pkgutil.iter_modules(__path__):
     if not _module.name.startswith("_") and _module.name != "base":
         importlib.import_module(f"{__name__}.{_module.name}")
+
+# Building blocks the lectures use on their own (e.g. the 28x28x256 Inception module).
+from cnnlab.models.googlenet import Inception, InceptionNaive  # noqa: E402
+
+__all__ = ["Inception", "InceptionNaive"]

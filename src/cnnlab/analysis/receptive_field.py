@@ -1,0 +1,329 @@
+"""Receptive field of every tensor, propagated op by op through any graph.
+
+Each tensor derived from the input carries, per image axis (H, W), the input interval
+``[lo, hi]`` seen by its *first* unit and the ``jump`` between neighbouring units
+(Araujo et al., "Computing receptive fields of convolutional neural networks", Distill
+2019). A convolution or pooling window (K, S, P, D) maps it to
+``lo - P·j``, ``hi + ((K-1)·D - P)·j``, ``j·S``; an op that joins several tensors
+(residual add, concatenation, SE gate multiply) takes the union of their intervals, i.e.
+the maximum over incoming paths; a global reduction (adaptive pool to 1, mean over H, W,
+flatten before a linear layer) unions every unit along the axis. An op with no rule here
+raises :class:`NoRule` so the caller can report it rather than guess.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from cnnlab.analysis.ops import is_elementwise
+
+aten = torch.ops.aten
+
+__all__ = ["Axis", "NoRule", "ReceptiveField", "TensorRF", "input_rf", "propagate"]
+
+
+class NoRule(Exception):
+    """An op takes a tensor derived from the input but has no receptive-field rule."""
+
+
+@dataclass(frozen=True)
+class Axis:
+    """``[lo, hi]``: what the first unit sees (unit i sees it shifted by i·jump);
+    ``[clo, chi]``: a part every unit sees alike, from a broadcast input such as an SE gate
+    (empty when clo > chi)."""
+
+    lo: float
+    hi: float
+    jump: float
+    clo: float = math.inf
+    chi: float = -math.inf
+
+    def window(self, k: int, s: int, p: int, d: int = 1) -> Axis:
+        return Axis(self.lo - p * self.jump, self.hi + ((k - 1) * d - p) * self.jump,
+                    self.jump * s, self.clo, self.chi)
+
+    def shift(self, units: float) -> Axis:
+        return Axis(self.lo + units * self.jump, self.hi + units * self.jump, self.jump,
+                    self.clo, self.chi)
+
+    def collapse(self, units: int) -> Axis:
+        """One unit that sees what all ``units`` units along this axis see."""
+        return Axis(min(self.lo, self.clo), max(self.hi + (units - 1) * self.jump, self.chi),
+                    self.jump * units)
+
+    def whole(self) -> tuple[float, float]:
+        """What unit 0 sees, the shared part included."""
+        return min(self.lo, self.clo), max(self.hi, self.chi)
+
+
+@dataclass(frozen=True)
+class TensorRF:
+    """``axes``: (H, W) intervals; ``spatial``: the tensor's last two dims are that map."""
+
+    axes: tuple[Axis, Axis]
+    spatial: bool
+
+
+def input_rf() -> TensorRF:
+    return TensorRF((Axis(0, 0, 1), Axis(0, 0, 1)), True)
+
+
+@dataclass(frozen=True)
+class ReceptiveField:
+    """The receptive field of a layer's output w.r.t. the model input, per axis (H, W).
+
+    ``size``: input pixels one unit sees (unclipped by the image border, the usual
+    convention); ``jump``: input pixels between neighbouring units; ``start``: input
+    coordinate of the first unit's centre; ``covers_input``: every unit sees the whole
+    input ("global"). ``size``, ``jump`` and ``start`` are numbers when both axes agree and
+    (H, W) pairs otherwise.
+    """
+
+    sizes: tuple[float, float]
+    jumps: tuple[float, float]
+    starts: tuple[float, float]
+    covers_input: bool
+
+    @staticmethod
+    def _one(pair: tuple[float, float]) -> Any:
+        clean = tuple(int(v) if float(v).is_integer() else v for v in pair)
+        return clean[0] if clean[0] == clean[1] else clean
+
+    @property
+    def size(self) -> Any:
+        return self._one(self.sizes)
+
+    @property
+    def jump(self) -> Any:
+        return self._one(self.jumps)
+
+    @property
+    def start(self) -> Any:
+        return self._one(self.starts)
+
+    @classmethod
+    def of(cls, rf: TensorRF, shape: Sequence[int], input_hw: Sequence[int]) -> ReceptiveField:
+        units = tuple(shape[-2:]) if rf.spatial and len(shape) >= 2 else (1, 1)
+        # Unit i sees [lo + i·jump, hi + i·jump] plus the shared part: the last unit is the
+        # one furthest from the input's start, the first the one furthest from its end.
+        covers = all(
+            min(a.lo + (u - 1) * a.jump, a.clo) <= 0 and max(a.hi, a.chi) >= n - 1
+            for a, u, n in zip(rf.axes, units, input_hw, strict=True)
+        )
+        spans = [a.whole() for a in rf.axes]
+        return cls(
+            sizes=tuple(hi - lo + 1 for lo, hi in spans),  # type: ignore[arg-type]
+            jumps=tuple(a.jump for a in rf.axes),  # type: ignore[arg-type]
+            starts=tuple((lo + hi) / 2 for lo, hi in spans),  # type: ignore[arg-type]
+            covers_input=covers,
+        )
+
+
+def _union(known: Sequence[tuple[torch.Tensor, TensorRF]], out_shape: Sequence[int],
+           spatial: bool) -> TensorRF:
+    """The maximum over incoming paths. An input broadcast over the map (an SE gate of
+    shape N x C x 1 x 1 times an N x C x H x W map) adds what it sees to *every* unit."""
+    aligned, broadcast = [], []
+    for t, r in known:
+        is_broadcast = (spatial and r.spatial and t.dim() >= 2
+                        and tuple(t.shape[-2:]) != tuple(out_shape[-2:]))
+        (broadcast if is_broadcast else aligned).append(r)
+    if not aligned:
+        aligned, broadcast = broadcast, []
+    axes = []
+    for i in range(2):
+        group = [r.axes[i] for r in aligned]
+        shared = [r.axes[i].whole() for r in broadcast] + [(a.clo, a.chi) for a in group]
+        axes.append(Axis(
+            min(a.lo for a in group), max(a.hi for a in group), max(a.jump for a in group),
+            min(lo for lo, _ in shared), max(hi for _, hi in shared),
+        ))
+    return TensorRF(tuple(axes), spatial)  # type: ignore[arg-type]
+
+
+def _pair(v: Any, default: int) -> tuple[int, int]:
+    if v is None or (isinstance(v, (list, tuple)) and len(v) == 0):
+        return default, default
+    if isinstance(v, int):
+        return v, v
+    v = list(v)
+    return (v[-2], v[-1]) if len(v) >= 2 else (v[0], v[0])
+
+
+def _window(rf: TensorRF, k: Any, s: Any, p: Any, d: Any = 1) -> TensorRF:
+    kh, kw = _pair(k, 1)
+    sh, sw = _pair(s, 0)
+    sh, sw = (sh or kh), (sw or kw)  # an empty stride means "= kernel" (pooling)
+    ph, pw = _pair(p, 0)
+    dh, dw = _pair(d, 1)
+    h, w = rf.axes
+    return TensorRF((h.window(kh, sh, ph, dh), w.window(kw, sw, pw, dw)), True)
+
+
+def _adaptive(rf: TensorRF, in_hw: Sequence[int], out_hw: Sequence[int]) -> TensorRF:
+    """Adaptive pooling: bin i spans [floor(i·n/o), ceil((i+1)·n/o)); the widest bin is
+    taken (bins differ by one pixel when n is not a multiple of o) and the jump is n/o."""
+    axes = []
+    for a, n, o in zip(rf.axes, in_hw, out_hw, strict=True):
+        widest = max(math.ceil((i + 1) * n / o) - (i * n) // o for i in range(o))
+        axes.append(Axis(a.lo, a.hi + (widest - 1) * a.jump, a.jump * n / o, a.clo, a.chi))
+    return TensorRF(tuple(axes), True)  # type: ignore[arg-type]
+
+
+def _collapse(rf: TensorRF, shape: Sequence[int], dims: Sequence[int], keeps: bool) -> TensorRF:
+    """Reduce over ``dims`` of a tensor of ``shape``; H is dim -2, W is dim -1."""
+    nd = len(shape)
+    dims = {d % nd for d in dims}
+    axes = list(rf.axes)
+    for i, dim in ((0, nd - 2), (1, nd - 1)):
+        if rf.spatial and dim in dims:
+            axes[i] = axes[i].collapse(shape[dim])
+    touched = rf.spatial and bool(dims & {nd - 2, nd - 1})
+    return TensorRF(tuple(axes), rf.spatial and (keeps or not touched))  # type: ignore[arg-type]
+
+
+# Ops that leave the map where it is: elementwise functions, normalisation over channels,
+# dropout, copies. Any op tagged pointwise is also in this group.
+_PASS = {
+    aten.native_batch_norm, aten._native_batch_norm_legit,
+    aten._native_batch_norm_legit_no_training,
+    aten.cudnn_batch_norm, aten.native_dropout, aten.bernoulli, aten.clone, aten.contiguous,
+    aten._to_copy, aten.detach, aten.alias, aten.lift_fresh, aten.softmax, aten._softmax,
+    aten._log_softmax, aten.log_softmax, aten.channel_shuffle, aten.native_group_norm,
+    aten.native_layer_norm, aten.hardtanh_, aten.hardtanh, aten.dropout,
+}
+_FACTORY = {aten.new_zeros, aten.new_ones, aten.new_full, aten.new_empty, aten.zeros_like,
+            aten.ones_like, aten.empty_like, aten.full_like}
+_MATMUL = {aten.mm, aten.addmm, aten.bmm, aten.baddbmm, aten.matmul, aten.linear}
+_WINDOW = {
+    aten.max_pool2d_with_indices, aten.max_pool2d, aten.avg_pool2d, aten.max_pool3d_with_indices,
+    aten.avg_pool3d, aten.max_pool3d,
+}
+_ADAPTIVE = {aten._adaptive_avg_pool2d, aten.adaptive_avg_pool2d, aten.adaptive_max_pool2d}
+_REDUCE = {aten.mean, aten.sum, aten.amax, aten.amin, aten.max, aten.min, aten.var, aten.std}
+_RESHAPE = {aten.view, aten._unsafe_view, aten.reshape, aten.flatten, aten.unsqueeze, aten.squeeze,
+            aten.expand}
+_SPLIT = {aten.split, aten.split_with_sizes, aten.chunk, aten.unbind, aten.slice, aten.select,
+          aten.narrow}
+
+
+def _shape(t: Any) -> tuple[int, ...]:
+    return tuple(t.shape)
+
+
+def propagate(
+    func: Any, args: Sequence[Any], kwargs: dict[str, Any], out: Any,
+    rf_of: Callable[[torch.Tensor], TensorRF | None],
+) -> TensorRF | None:
+    """The receptive field of ``out`` (every tensor output shares it), or None when no
+    input carries one. Raises NoRule for an op that touches the input's descendants but
+    has no rule."""
+    tensors = [a for a in _flat(args) + _flat(list(kwargs.values())) if isinstance(a, torch.Tensor)]
+    known = [(t, r) for t in tensors if (r := rf_of(t)) is not None]
+    if not known:
+        return None
+    packet = func._overloadpacket
+    first_t, first = known[0]
+    outs = [o for o in _flat([out]) if isinstance(o, torch.Tensor)]
+    out_shape = _shape(outs[0]) if outs else ()
+    out_spatial = len(out_shape) >= 3 and any(r.spatial for _, r in known)
+
+    if packet in (aten.convolution, aten._convolution, aten.conv2d):
+        if args[6]:  # transposed: the field grows *and* the jump shrinks; not modelled
+            raise NoRule("transposed convolution")
+        if first_t.dim() != 4:
+            raise NoRule(f"{first_t.dim() - 2}-D convolution")
+        return _window(first, args[1].shape[-2:], args[3], args[4], args[5])
+    if packet in _WINDOW:
+        k = args[1]
+        s = args[2] if len(args) > 2 else kwargs.get("stride")
+        p = args[3] if len(args) > 3 else kwargs.get("padding", 0)
+        d = args[4] if len(args) > 4 and packet not in (aten.avg_pool2d, aten.avg_pool3d) else 1
+        return _window(first, k, s, p, d)
+    if packet in _ADAPTIVE:
+        return _adaptive(first, _shape(first_t)[-2:], out_shape[-2:])
+    if packet is aten.constant_pad_nd:
+        pad = list(args[1]) + [0, 0, 0, 0]
+        left, top = pad[0], pad[2]
+        h, w = first.axes
+        return TensorRF((h.shift(-top), w.shift(-left)), first.spatial)
+    if packet in _REDUCE:
+        dims = args[1] if len(args) > 1 else kwargs.get("dim")
+        if dims is None or isinstance(dims, (list, tuple)) and len(dims) == 0:
+            dims = range(first_t.dim())  # a full reduction
+        dims = dims if isinstance(dims, (list, tuple, range)) else [dims]
+        keep = args[2] if len(args) > 2 and isinstance(args[2], bool) else kwargs.get(
+            "keepdim", False)
+        return _collapse(first, _shape(first_t), dims, bool(keep))
+    if packet in _RESHAPE or packet in (aten.t, aten.transpose, aten.permute):
+        return _reshape(first, _shape(first_t), out_shape, packet, args)
+    if packet in _SPLIT:
+        return _split(first, first_t, packet, args, kwargs)
+    if packet in (aten.cat, aten.stack):
+        dim = args[1] if len(args) > 1 else kwargs.get("dim", 0)
+        nd = len(out_shape)
+        if out_spatial and packet is aten.cat and dim % nd >= nd - 2:
+            raise NoRule("concatenation along H or W")
+        return _union(known, out_shape, out_spatial)
+    if packet in _MATMUL:
+        if any(r.spatial for _, r in known):
+            raise NoRule("matrix product of a spatial map")
+        return _union(known, out_shape, False)
+    if packet in _FACTORY:
+        return None  # a new tensor of zeros/ones: it depends on no input position
+    if packet in _PASS or is_elementwise(func) or packet is aten.copy_:
+        return _union(known, out_shape, out_spatial)
+    raise NoRule("no receptive-field rule")
+
+
+def _reshape(rf: TensorRF, in_shape: Sequence[int], out_shape: Sequence[int],
+             packet: Any, args: Sequence[Any]) -> TensorRF:
+    if not rf.spatial:
+        return rf
+    nd = len(in_shape)
+    if packet in (aten.transpose, aten.permute, aten.t):
+        moved = ({args[1] % nd, args[2] % nd} if packet is aten.transpose
+                 else {i for i, d in enumerate(args[1]) if i != d % nd} if packet is aten.permute
+                 else {0, 1})
+        if moved & {nd - 2, nd - 1}:
+            raise NoRule("transposing H or W")
+        return rf
+    if len(out_shape) >= 3 and tuple(out_shape[-2:]) == tuple(in_shape[-2:]):
+        return rf
+    # The map is folded into other dims (flatten before a linear layer): one unit of the
+    # result may depend on any position, so take the union over the whole map.
+    return _collapse(rf, in_shape, (-2, -1), keeps=False)
+
+
+def _split(rf: TensorRF, t: torch.Tensor, packet: Any, args: Sequence[Any],
+           kwargs: dict[str, Any]) -> TensorRF:
+    if packet in (aten.split, aten.split_with_sizes, aten.chunk):
+        dim = args[2] if len(args) > 2 else kwargs.get("dim", 0)
+    else:  # unbind, slice, select, narrow take the dim second
+        dim = args[1] if len(args) > 1 else kwargs.get("dim", 0)
+    nd = t.dim()
+    if not rf.spatial or dim % nd < nd - 2:
+        return rf  # channel or batch split: the map is untouched
+    if packet is aten.slice and (args[4] if len(args) > 4 else 1) == 1:
+        start = args[2] if len(args) > 2 and args[2] is not None else 0
+        if 0 <= start <= t.shape[dim]:
+            axes = list(rf.axes)
+            i = 0 if dim % nd == nd - 2 else 1
+            axes[i] = axes[i].shift(start)
+            return TensorRF(tuple(axes), True)  # type: ignore[arg-type]
+    raise NoRule("splitting or indexing along H or W")
+
+
+def _flat(items: Sequence[Any]) -> list[Any]:
+    flat: list[Any] = []
+    for item in items:
+        if isinstance(item, (list, tuple)):
+            flat.extend(_flat(item))
+        else:
+            flat.append(item)
+    return flat

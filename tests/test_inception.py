@@ -1,0 +1,149 @@
+"""Inception v3, BN-Inception, Inception-v4 and Inception-ResNet-v2 against their papers."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import cnnlab
+from cnnlab.models.inception_v3 import InceptionOutputs
+
+from zoo_helpers import build_on_meta, count_params
+
+
+def conv_bn(cin: int, cout: int, kh: int, kw: int | None = None) -> int:
+    """Weights of a bias-free convolution plus its BN's scale and shift."""
+    return kh * (kh if kw is None else kw) * cin * cout + 2 * cout
+
+
+# --- Inception v3 (Szegedy et al. 2016; the released model's widths, as torchvision ports) ---
+
+
+def inception_v3_params(aux: bool) -> int:
+    total = conv_bn(3, 32, 3) + conv_bn(32, 32, 3) + conv_bn(32, 64, 3)
+    total += conv_bn(64, 80, 1) + conv_bn(80, 192, 3)
+    cin = 192
+    for pool_features in (32, 64, 64):  # 3 x Inception at 35x35 (Fig. 5)
+        total += conv_bn(cin, 64, 1) + conv_bn(cin, 48, 1) + conv_bn(48, 64, 5)
+        total += conv_bn(cin, 64, 1) + conv_bn(64, 96, 3) + conv_bn(96, 96, 3)
+        total += conv_bn(cin, pool_features, 1)
+        cin = 64 + 64 + 96 + pool_features
+    # Grid reduction 35 -> 17 (Fig. 10).
+    total += conv_bn(cin, 384, 3) + conv_bn(cin, 64, 1) + conv_bn(64, 96, 3) + conv_bn(96, 96, 3)
+    cin = 384 + 96 + cin
+    assert cin == 768
+    for c7 in (128, 160, 160, 192):  # 4 x Inception with factorised 7x7 (Fig. 6)
+        total += conv_bn(cin, 192, 1) + conv_bn(cin, c7, 1) + conv_bn(c7, c7, 1, 7)
+        total += conv_bn(c7, 192, 7, 1) + conv_bn(cin, c7, 1) + 3 * conv_bn(c7, c7, 7, 1)
+        total += conv_bn(c7, 192, 1, 7) + conv_bn(cin, 192, 1)
+    if aux:  # Fig. 8: 1x1 conv 128, 5x5 conv 768, linear
+        total += conv_bn(768, 128, 1) + conv_bn(128, 768, 5) + 768 * 1000 + 1000
+    # Grid reduction 17 -> 8.
+    total += conv_bn(cin, 192, 1) + conv_bn(192, 320, 3) + conv_bn(cin, 192, 1)
+    total += conv_bn(192, 192, 1, 7) + conv_bn(192, 192, 7, 1) + conv_bn(192, 192, 3)
+    cin = 320 + 192 + cin
+    for _ in range(2):  # 2 x Inception with expanded filter banks (Fig. 7)
+        total += conv_bn(cin, 320, 1) + conv_bn(cin, 384, 1) + 2 * conv_bn(384, 384, 1, 3)
+        total += conv_bn(cin, 448, 1) + conv_bn(448, 384, 3) + 2 * conv_bn(384, 384, 3, 1)
+        total += conv_bn(cin, 192, 1)
+        cin = 320 + 2 * 384 + 2 * 384 + 192
+    return total + cin * 1000 + 1000
+
+
+def test_inception_v3_params_from_the_layers():
+    assert inception_v3_params(aux=True) == 27_161_264  # torchvision's published count
+    assert count_params(build_on_meta("inception_v3")) == inception_v3_params(aux=True)
+    no_aux = build_on_meta("inception_v3", aux_logits=False)
+    assert count_params(no_aux) == inception_v3_params(aux=False)
+
+
+def test_inception_v3_aux_head_in_training_only():
+    model = build_on_meta("inception_v3", num_classes=10).train()
+    out = model(torch.empty(2, 3, 299, 299, device="meta"))
+    assert isinstance(out, InceptionOutputs) and out._fields == ("logits", "aux_logits")
+    assert out.logits.shape == out.aux_logits.shape == (2, 10)
+    assert model.eval()(torch.empty(2, 3, 75, 75, device="meta")).shape == (2, 10)
+
+
+def test_inception_v3_aux_head_names_the_size_it_needs():
+    model = build_on_meta("inception_v3").train()
+    with pytest.raises(ValueError, match="299x299"):
+        model(torch.empty(1, 3, 128, 128, device="meta"))
+    plain = build_on_meta("inception_v3", aux_logits=False).train()
+    assert plain(torch.empty(2, 3, 75, 75, device="meta")).shape == (2, 1000)
+    assert getattr(plain, "min_train_input_size", None) is None
+
+
+def test_inception_v3_transform_input_is_torchvisions_rescaling():
+    model = cnnlab.create_model("inception_v3", transform_input=True).eval()
+    x = torch.randn(1, 3, 75, 75)
+    mean, std = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
+    manual = torch.stack([x[:, i] * std[i] / 0.5 + (mean[i] - 0.5) / 0.5 for i in range(3)], 1)
+    model.transform_input = False
+    expected = model(manual)
+    model.transform_input = True
+    torch.testing.assert_close(model(x), expected)
+
+
+def test_inception_v3_grid_sizes_of_table_1():
+    model = build_on_meta("inception_v3", features_only=True).eval()
+    maps = model(torch.empty(1, 3, 299, 299, device="meta"))
+    # Table 1: 147x147x64, 71x71x192, 35x35x288, 17x17x768, 8x8x2048.
+    assert [tuple(m.shape[1:]) for m in maps] == [
+        (64, 147, 147), (192, 71, 71), (288, 35, 35), (768, 17, 17), (2048, 8, 8)]
+
+
+# --- BN-Inception (Ioffe & Szegedy 2015, Fig. 5) ----------------------------------------------
+
+# Fig. 5, typed in again: #1x1, #3x3 reduce, #3x3, double #3x3 reduce, double #3x3, pool proj
+# (None = pass through); stride-2 modules are 3c and 4e.
+FIG_5 = {
+    "3a": (64, 64, 64, 64, 96, 32),
+    "3b": (64, 64, 96, 64, 96, 64),
+    "3c": (0, 128, 160, 64, 96, None),
+    "4a": (224, 64, 96, 96, 128, 128),
+    "4b": (192, 96, 128, 96, 128, 128),
+    "4c": (160, 128, 160, 128, 160, 128),
+    "4d": (96, 128, 192, 160, 192, 128),
+    "4e": (0, 128, 192, 192, 256, None),
+    "5a": (352, 192, 320, 160, 224, 128),
+    "5b": (352, 192, 320, 192, 224, 128),
+}
+
+
+def bn_inception_widths_and_params() -> tuple[dict[str, int], int]:
+    total = conv_bn(3, 64, 7) + conv_bn(64, 64, 1) + conv_bn(64, 192, 3)
+    cin, widths = 192, {}
+    for name, (n1, r3, n3, rd, nd, proj) in FIG_5.items():
+        total += (conv_bn(cin, n1, 1) if n1 else 0) + conv_bn(cin, r3, 1) + conv_bn(r3, n3, 3)
+        total += conv_bn(cin, rd, 1) + conv_bn(rd, nd, 3) + conv_bn(nd, nd, 3)
+        total += 0 if proj is None else conv_bn(cin, proj, 1)
+        cin = widths[name] = n1 + n3 + nd + (cin if proj is None else proj)
+    return widths, total + cin * 1000 + 1000
+
+
+def test_bn_inception_params_and_widths_from_fig_5():
+    widths, params = bn_inception_widths_and_params()
+    model = build_on_meta("bn_inception")
+    assert count_params(model) == params == cnnlab.model_info("bn_inception").params
+    assert {n: b.out_channels for n, b in model.blocks.items()} == widths
+    # Fig. 5 prints 576 for 4c/4d and 1024 for 4e; its columns give 608 and 1056.
+    assert (widths["3a"], widths["3b"], widths["3c"], widths["4a"]) == (256, 320, 576, 576)
+    assert (widths["4c"], widths["4e"], widths["5b"]) == (608, 1056, 1024)
+
+
+def test_bn_inception_uses_two_3x3_instead_of_5x5_and_bn_everywhere():
+    model = build_on_meta("bn_inception")
+    convs = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert max(c.kernel_size[0] for c in convs[3:]) == 3  # only the stem's 7x7 is larger
+    bns = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert len(bns) == len(convs) and all(c.bias is None for c in convs)
+
+
+def test_bn_inception_grid_sizes_of_fig_5():
+    model = build_on_meta("bn_inception").eval()
+    x = model.forward_features(torch.empty(1, 3, 224, 224, device="meta"))
+    assert tuple(x.shape) == (1, 1024, 7, 7)
+    fmaps = build_on_meta("bn_inception", features_only=True).eval()(
+        torch.empty(1, 3, 224, 224, device="meta"))
+    assert [m.shape[-1] for m in fmaps] == [28, 28, 14, 7]
