@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-__all__ = ["DistContext", "all_reduce_sum", "init_from_env", "shutdown"]
+__all__ = ["DistContext", "all_reduce_sum", "broadcast_buffers", "init_from_env", "shutdown"]
 
 
 @dataclass(frozen=True)
@@ -52,12 +52,11 @@ def all_reduce_sum(t: torch.Tensor, ctx: DistContext) -> torch.Tensor:
     return t
 
 
-def broadcast_object(obj: object, ctx: DistContext) -> object:
-    if not ctx.enabled:
-        return obj
-    box = [obj]
-    dist.broadcast_object_list(box, src=0)
-    return box[0]
+def broadcast_buffers(model: torch.nn.Module, ctx: DistContext) -> None:
+    """Give every rank rank 0's buffers (BatchNorm running statistics)."""
+    if ctx.enabled:
+        for buffer in model.buffers():
+            dist.broadcast(buffer, src=0)
 
 
 def shutdown(ctx: DistContext) -> None:

@@ -44,7 +44,7 @@ from cnnlab.train.checkpoint import (
     save_atomic,
     unwrap,
 )
-from cnnlab.train.distributed import DistContext, all_reduce_sum
+from cnnlab.train.distributed import DistContext, all_reduce_sum, broadcast_buffers
 from cnnlab.train.metrics import correct_topk, plot_curves, write_logs
 from cnnlab.train.optim import build_optimizer, set_lr
 from cnnlab.train.recipes import Recipe, build_schedule, recipe_for_model, total_steps
@@ -405,6 +405,10 @@ def fit(
                     console.print(f"[bold red]stopped:[/] {stopped}")
                 break
             epoch_s = time.perf_counter() - t0
+            if ctx.enabled:
+                # DDP syncs buffers at the start of each forward, so after the last step the
+                # ranks' BN statistics differ; take rank 0's, which the checkpoint holds.
+                broadcast_buffers(unwrap(model), ctx)
 
             totals = all_reduce_sum(
                 torch.stack([loss_sum, hits[0].double(), hits[1].double(),
