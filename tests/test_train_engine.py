@@ -227,3 +227,48 @@ def test_save_atomic_replaces(tmp_path):
     save_atomic({"model": {}, "config": {"a": 2}}, p)
     assert load_checkpoint(p)["config"] == {"a": 2}
     assert [q.name for q in tmp_path.iterdir()] == ["c.pt"]
+
+
+def test_same_seed_same_weights_other_seed_other_weights(tmp_path):
+    a, _ = train(tmp_path / "a", recipe(epochs=1))
+    b, _ = train(tmp_path / "b", recipe(epochs=1))
+    c, _ = train(tmp_path / "c", recipe(epochs=1, seed=1))
+    pa, pb, pc = (torch.cat([p.flatten() for p in m.parameters()]) for m in (a, b, c))
+    assert torch.equal(pa, pb) and not torch.equal(pa, pc)
+
+
+def test_weight_decay_skips_1d_tensors_when_asked():
+    from cnnlab.train.optim import build_optimizer
+
+    model = Tiny()
+    opt = build_optimizer(model, recipe(weight_decay=5e-4, no_decay_1d=True))
+    decay, no_decay = opt.param_groups
+    assert decay["weight_decay"] == 5e-4 and no_decay["weight_decay"] == 0.0
+    assert all(p.ndim > 1 for p in decay["params"])  # conv and linear weights
+    # conv bias, BN weight and bias, linear bias
+    assert sorted(p.numel() for p in no_decay["params"]) == [4, 8, 8, 8]
+    (only,) = build_optimizer(model, recipe(weight_decay=5e-4, no_decay_1d=False)).param_groups
+    assert len(only["params"]) == len(list(model.parameters()))
+
+
+@pytest.mark.parametrize(("name", "cls", "checks"), [
+    ("sgd", torch.optim.SGD, {"momentum": 0.9, "nesterov": True}),
+    ("adamw", torch.optim.AdamW, {"betas": (0.9, 0.999)}),
+    ("rmsprop", torch.optim.RMSprop, {"alpha": 0.9, "eps": 1.0}),
+])
+def test_optimisers(name, cls, checks):
+    from cnnlab.train.optim import build_optimizer
+
+    rec = recipe(optimizer=name, alpha=0.9, eps=1.0 if name == "rmsprop" else 1e-8)
+    opt = build_optimizer(Tiny(), rec)
+    assert isinstance(opt, cls)
+    for key, value in checks.items():
+        assert opt.param_groups[0][key] == value
+
+
+def test_label_smoothing_and_grad_clip_take_effect(tmp_path):
+    _, plain = train(tmp_path / "a", recipe(epochs=1))
+    _, smooth = train(tmp_path / "b", recipe(epochs=1, label_smoothing=0.1))
+    _, clipped = train(tmp_path / "c", recipe(epochs=1, grad_clip=1e-3))
+    assert smooth.history[0]["train_loss"] != plain.history[0]["train_loss"]
+    assert clipped.history[0]["train_loss"] != plain.history[0]["train_loss"]
