@@ -166,8 +166,8 @@ def main() -> None:
     ap.add_argument("--mnist-root", help="folder with the four MNIST files (else mnist-sample)")
     ap.add_argument("--steps", type=int, default=100, help="batches per throughput measurement")
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--epochs", type=int, default=8, help="one-cycle length for time-to-99%%")
-    ap.add_argument("--lr", type=float, default=0.05)
+    ap.add_argument("--epochs", type=int, default=4, help="one-cycle length for time-to-99%%")
+    ap.add_argument("--lr", type=float, default=0.1, help="one-cycle peak rate")
     ap.add_argument("--smoke", action="store_true", help="tiny sizes; print, write nothing")
     args = ap.parse_args()
     if args.smoke:

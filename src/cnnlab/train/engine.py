@@ -15,7 +15,7 @@ import random
 import time
 from collections.abc import Callable, Iterable
 from contextlib import nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -242,7 +242,6 @@ class FitResult:
     checkpoint: Path | None
     weights: Path | None = None
     stopped: str | None = None  # why training stopped early, in one sentence
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def fit(
@@ -274,7 +273,7 @@ def fit(
     """
     device = torch.device(device)
     ctx = dist_ctx or DistContext()
-    out = prepare_out_dir(out_dir) if (dist_ctx or DistContext()).is_main else Path(out_dir)
+    out = prepare_out_dir(out_dir) if ctx.is_main else Path(out_dir)
     console = console or Console()
     input_fit = input_fit or (lambda x: x)
     recipe = recipe_for_model(model_name, recipe)
@@ -316,7 +315,8 @@ def fit(
 
     warmup = _find(schedule, S.WarmupUntil)
     plateau = _find(schedule, S.Plateau)
-    ckpt_path: Path | None = out / CHECKPOINT if (out / CHECKPOINT).exists() else None
+    # Only this run's checkpoints count as "the last good one" (or the one it resumes in out).
+    ckpt_path = out / CHECKPOINT if resume is not None and (out / CHECKPOINT).exists() else None
     if resume is not None and ctx.is_main:
         write_logs(history, out)  # drop rows a crashed run logged after its checkpoint
     stopped: str | None = None
