@@ -113,7 +113,8 @@ def main() -> None:
                         help="images for the (slow) PIL pipeline")
     parser.add_argument("--batch-size", type=int, default=512)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: all)")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads (default 1: one core each, like the PIL pipeline)")
     parser.add_argument("--cifar-root", default=None)
     parser.add_argument("--mnist-root", default=None,
                         help="folder of the four MNIST gz files (default: ../shared/data/mnist)")

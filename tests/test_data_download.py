@@ -32,7 +32,7 @@ class Handler(BaseHTTPRequestHandler):
             self.send_error(404)
             return
         start = 0
-        if rng := self.headers.get("Range"):
+        if (rng := self.headers.get("Range")) and not server.ignore_range:
             start = int(rng.removeprefix("bytes=").split("-")[0])
             if start >= len(data):
                 self.send_response(416)
@@ -60,7 +60,7 @@ class Handler(BaseHTTPRequestHandler):
 @pytest.fixture
 def server():
     httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    httpd.files, httpd.drop, httpd.requests = {}, set(), []
+    httpd.files, httpd.drop, httpd.requests, httpd.ignore_range = {}, set(), [], False
     thread = threading.Thread(target=httpd.serve_forever, args=(0.05,), daemon=True)
     thread.start()
     httpd.url = f"http://127.0.0.1:{httpd.server_address[1]}"
@@ -107,6 +107,16 @@ def test_partial_file_survives_a_failed_run_and_resumes_next_run(server, tmp_pat
     fetch(f"{server.url}/blob.bin", tmp_path / "blob.bin", md5(data), retries=0)
     assert (tmp_path / "blob.bin").read_bytes() == data
     assert server.requests[-1] == ("blob.bin", f"bytes={len(data) // 2}-")
+
+
+def test_server_without_range_support_restarts_from_zero(server, tmp_path):
+    data = payload()
+    server.files["blob.bin"] = data
+    server.drop.add("blob.bin")
+    server.ignore_range = True  # answers 200 with the whole file to a Range request
+    fetch(f"{server.url}/blob.bin", tmp_path / "blob.bin", md5(data), retries=1, backoff=0)
+    assert (tmp_path / "blob.bin").read_bytes() == data
+    assert server.requests[1] == ("blob.bin", f"bytes={len(data) // 2}-")
 
 
 def test_checksum_mismatch_deletes_and_reports_both(server, tmp_path):

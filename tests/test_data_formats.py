@@ -181,3 +181,21 @@ def test_folder_loader_same_for_any_number_of_workers(tmp_path):
     with pytest.raises(ValueError, match="different shapes"):
         list(make_loader(ImageFolderDataset(tmp_path), 20, shuffle=False, mean=[0.5] * 3,
                          std=[0.25] * 3))
+
+
+def test_rgb_eigen_of_a_folder_matches_numpy(tmp_path):
+    from cnnlab.data.transforms import rgb_eigen
+
+    written = write_folder(tmp_path, per_class=2, size=(6, 5))
+    vals, _ = rgb_eigen(ImageFolderDataset(tmp_path))
+    pixels = np.stack(list(written.values())).reshape(-1, 3).T / 255.0
+    expected = np.linalg.eigvalsh(np.cov(pixels, bias=True))[::-1]
+    np.testing.assert_allclose(vals.numpy(), expected, rtol=1e-5)
+
+
+def test_option_errors(tmp_path):
+    write_folder(tmp_path, per_class=2)
+    with pytest.raises(ValueError, match="val_size applies to in-memory datasets"):
+        load_dataset("folder", root=tmp_path, val_size=1)
+    with pytest.raises(ValueError, match="unknown option.*: extra"):
+        load_dataset("folder", root=tmp_path, extra=True)

@@ -58,6 +58,9 @@ def test_bundled_sample_is_the_official_data():
     # 7 2 1 0 4 1 4 9 5 9; the official test set has 980 zeros ... 1009 nines.
     assert train.labels[:10].tolist() == [5, 0, 4, 1, 9, 2, 1, 3, 1, 4]
     assert test.labels[:10].tolist() == [7, 2, 1, 0, 4, 1, 4, 9, 5, 9]
+    # the official test set's pixel mean and std are 0.1325 and 0.3105 (in [0, 1] units)
+    assert test.mean[0] == pytest.approx(0.1325, abs=5e-5)
+    assert test.std[0] == pytest.approx(0.3105, abs=5e-5)
     counts = torch.bincount(test.labels, minlength=10).tolist()
     assert counts == [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
     assert "CC BY-SA 3.0" in (SAMPLE_ROOT / "README.md").read_text()

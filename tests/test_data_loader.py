@@ -2,6 +2,8 @@
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from cnnlab.data import ImageTensorDataset
 from cnnlab.data import transforms as T
@@ -51,7 +53,7 @@ def test_order_depends_on_seed_and_epoch_only():
 def test_labels_follow_images_and_drop_last():
     ds = indexed_dataset(25)
     loader = DeviceLoader(ds, 10, shuffle=True, mean=[0.0], std=[1.0], drop_last=True)
-    assert len(loader) == 2
+    assert len(loader) == 2 and loader.num_samples == 20
     for x, y in loader:
         assert y.dtype == torch.int64 and [i % 10 for i in ids(x)] == y.tolist()
 
@@ -77,3 +79,20 @@ def test_transform_and_normalisation_on_batches():
 def test_bad_rank():
     with pytest.raises(ValueError, match="rank < world_size"):
         epoch_indices(10, shuffle=False, seed=0, epoch=0, rank=2, world_size=2)
+
+
+@settings(max_examples=40, deadline=None)
+@given(n=st.integers(1, 60), world_size=st.integers(1, 5), batch_size=st.integers(1, 16),
+       seed=st.integers(0, 3), epoch=st.integers(0, 3))
+def test_sharding_covers_each_sample_once(n, world_size, batch_size, seed, epoch):
+    ds = indexed_dataset(n)
+    seen = []
+    for rank in range(world_size):
+        loader = DeviceLoader(ds, batch_size, shuffle=True, mean=[0.0], std=[1.0], seed=seed,
+                              rank=rank, world_size=world_size)
+        loader.set_epoch(epoch)
+        batches = [ids(x) for x, _ in loader]
+        assert len(batches) == len(loader)
+        assert all(len(b) <= batch_size for b in batches)
+        seen += [i for b in batches for i in b]
+    assert sorted(seen) == list(range(n))

@@ -3,6 +3,8 @@
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from cnnlab.data import transforms as T
 
@@ -145,3 +147,45 @@ def test_resize_shorter_side():
     out = T.resize(x, 5)
     assert out.shape == (2, 1, 5, 10) and bool((out == 77).all())
     assert T.resize(x, (4, 6)).shape == (2, 1, 4, 6)
+
+
+def test_resized_crop_boxes_follow_the_inception_rule():
+    # Szegedy et al. 2015, Sec. 6: area 8%..100% of the image, aspect ratio in [3/4, 4/3].
+    h, w = 40, 60
+    boxes = T.resized_crop_boxes(2000, h, w, generator=torch.Generator().manual_seed(0))
+    top, left, bh, bw = boxes.unbind(1)
+    assert bool(((top >= 0) & (left >= 0) & (top + bh <= h) & (left + bw <= w)).all())
+    area = bh * bw / (h * w)
+    aspect = bw / bh
+    # rounding the sides to whole pixels moves area and aspect slightly off the exact range
+    assert float(area.min()) > 0.06 and float(area.max()) <= 1.0
+    assert float(aspect.min()) > 0.7 and float(aspect.max()) < 1.43
+    assert len(set(top.tolist())) > 10 and len(set(left.tolist())) > 10
+    # with areas up to 50% of a square every first try fits (longest side <= sqrt(0.5 * 4/3)
+    # < 1 of the image side), so the areas are the proposal's uniform draws: half below 0.29
+    boxes = T.resized_crop_boxes(2000, 64, 64, scale=(0.08, 0.5),
+                                 generator=torch.Generator().manual_seed(1))
+    area = boxes[:, 2] * boxes[:, 3] / 64**2
+    assert 0.45 < float((area < 0.29).double().mean()) < 0.55
+    log_aspect = torch.log(boxes[:, 3] / boxes[:, 2])  # log-uniform ratio: symmetric around 0
+    assert abs(float((log_aspect < 0).double().mean()) - 0.5) < 0.05
+
+
+@settings(max_examples=30, deadline=None)
+@given(h=st.integers(2, 9), w=st.integers(2, 9), pad=st.integers(0, 3), c=st.integers(1, 3),
+       reflect=st.booleans(), seed=st.integers(0, 100), data=st.data())
+def test_random_crop_windows_any_shape(h, w, pad, c, reflect, seed, data):
+    if reflect:
+        pad = min(pad, h - 1, w - 1)
+    th = data.draw(st.integers(1, h + 2 * pad))
+    tw = data.draw(st.integers(1, w + 2 * pad))
+    x = batch(n=4, c=c, h=h, w=w, seed=seed)
+    out = T.random_crop(x, (th, tw), pad, "reflect" if reflect else "zero",
+                        generator=torch.Generator().manual_seed(seed))
+    assert out.shape == (4, c, th, tw)
+    for image, crop in zip(x.numpy(), out.numpy(), strict=True):
+        padded = np.pad(image, ((0, 0), (pad, pad), (pad, pad)),
+                        mode="reflect" if reflect else "constant")
+        assert any(np.array_equal(padded[:, i : i + th, j : j + tw], crop)
+                   for i in range(padded.shape[1] - th + 1)
+                   for j in range(padded.shape[2] - tw + 1))

@@ -147,3 +147,125 @@ def test_bn_inception_grid_sizes_of_fig_5():
     fmaps = build_on_meta("bn_inception", features_only=True).eval()(
         torch.empty(1, 3, 224, 224, device="meta"))
     assert [m.shape[-1] for m in fmaps] == [28, 28, 14, 7]
+
+
+# --- Inception-v4 and Inception-ResNet-v2 (Szegedy, Ioffe, Vanhoucke, Alemi 2017) -------------
+
+
+def inception_v4_params() -> int:
+    """Sum of Figs. 3-9 (every conv is conv-BN), Table 1's k, l, m, n = 192, 224, 256, 384."""
+    stem = v4_stem_params()
+    block_a = 2 * conv_bn(384, 96, 1) + conv_bn(384, 64, 1) + conv_bn(64, 96, 3)
+    block_a += conv_bn(384, 64, 1) + conv_bn(64, 96, 3) + conv_bn(96, 96, 3)
+    red_a = conv_bn(384, 384, 3) + conv_bn(384, 192, 1) + conv_bn(192, 224, 3)
+    red_a += conv_bn(224, 256, 3)
+    block_b = conv_bn(1024, 128, 1) + conv_bn(1024, 384, 1)
+    block_b += conv_bn(1024, 192, 1) + conv_bn(192, 224, 1, 7) + conv_bn(224, 256, 7, 1)
+    block_b += conv_bn(1024, 192, 1) + conv_bn(192, 192, 1, 7) + conv_bn(192, 224, 7, 1)
+    block_b += conv_bn(224, 224, 1, 7) + conv_bn(224, 256, 7, 1)
+    red_b = conv_bn(1024, 192, 1) + conv_bn(192, 192, 3) + conv_bn(1024, 256, 1)
+    red_b += conv_bn(256, 256, 1, 7) + conv_bn(256, 320, 7, 1) + conv_bn(320, 320, 3)
+    block_c = 2 * conv_bn(1536, 256, 1) + conv_bn(1536, 384, 1) + 2 * conv_bn(384, 256, 1, 3)
+    block_c += conv_bn(1536, 384, 1) + conv_bn(384, 448, 1, 3) + conv_bn(448, 512, 3, 1)
+    block_c += 2 * conv_bn(512, 256, 3, 1)
+    return stem + 4 * block_a + red_a + 7 * block_b + red_b + 3 * block_c + 1536 * 1000 + 1000
+
+
+def v4_stem_params() -> int:
+    """Fig. 3: 299x299x3 -> 35x35x384."""
+    stem = conv_bn(3, 32, 3) + conv_bn(32, 32, 3) + conv_bn(32, 64, 3) + conv_bn(64, 96, 3)
+    stem += conv_bn(160, 64, 1) + conv_bn(64, 96, 3)
+    stem += conv_bn(160, 64, 1) + conv_bn(64, 64, 7, 1) + conv_bn(64, 64, 1, 7)
+    return stem + conv_bn(64, 96, 3) + conv_bn(192, 192, 3)
+
+
+def inception_resnet_v2_params(paper: bool) -> int:
+    """Sum of Figs. 16-19's blocks, at the figures' widths (384/1152/2144, 5/10/5 blocks, Fig. 3
+    stem) or the released model's (320/1088/2080, 10/20/10, v3 stem + 35x35 module, 1x1 1536)."""
+    linear = lambda cin, cout: cin * cout + cout  # noqa: E731 — the residual up-projection
+    if paper:
+        stem, c35, (n_a, n_b, n_c) = v4_stem_params(), 384, (5, 10, 5)
+    else:
+        stem = conv_bn(3, 32, 3) + conv_bn(32, 32, 3) + conv_bn(32, 64, 3) + conv_bn(64, 80, 1)
+        stem += conv_bn(80, 192, 3)
+        stem += conv_bn(192, 96, 1) + conv_bn(192, 48, 1) + conv_bn(48, 64, 5)
+        stem += conv_bn(192, 64, 1) + conv_bn(64, 96, 3) + conv_bn(96, 96, 3)
+        stem += conv_bn(192, 64, 1)
+        c35, (n_a, n_b, n_c) = 96 + 64 + 96 + 64, (10, 20, 10)
+    block35 = 3 * conv_bn(c35, 32, 1) + conv_bn(32, 32, 3) + conv_bn(32, 48, 3)
+    block35 += conv_bn(48, 64, 3) + linear(32 + 32 + 64, c35)
+    # Reduction-A, Table 1: k, l, m, n = 256, 256, 384, 384.
+    red_a = conv_bn(c35, 384, 3) + conv_bn(c35, 256, 1) + conv_bn(256, 256, 3)
+    red_a += conv_bn(256, 384, 3)
+    c17 = c35 + 384 + 384
+    block17 = conv_bn(c17, 192, 1) + conv_bn(c17, 128, 1) + conv_bn(128, 160, 1, 7)
+    block17 += conv_bn(160, 192, 7, 1) + linear(192 + 192, c17)
+    red_b = 3 * conv_bn(c17, 256, 1) + conv_bn(256, 384, 3) + conv_bn(256, 288, 3)
+    red_b += conv_bn(256, 288, 3) + conv_bn(288, 320, 3)
+    c8 = c17 + 384 + 288 + 320
+    block8 = 2 * conv_bn(c8, 192, 1) + conv_bn(192, 224, 1, 3) + conv_bn(224, 256, 3, 1)
+    block8 += linear(192 + 256, c8)
+    head = (c8 * 1000 + 1000) if paper else (conv_bn(c8, 1536, 1) + 1536 * 1000 + 1000)
+    return stem + n_a * block35 + red_a + n_b * block17 + red_b + n_c * block8 + head
+
+
+def test_inception_v4_params_from_the_figures():
+    params = inception_v4_params()
+    assert round(params / 1e6, 1) == 42.7  # the commonly published figure
+    assert count_params(build_on_meta("inception_v4")) == params
+    assert cnnlab.model_info("inception_v4").params == params
+
+
+def test_inception_resnet_v2_params_from_the_layers():
+    params = inception_resnet_v2_params(paper=False)
+    assert round(params / 1e6, 1) == 55.8  # the commonly published figure (released model)
+    assert count_params(build_on_meta("inception_resnet_v2")) == params
+    assert cnnlab.model_info("inception_resnet_v2").params == params
+
+
+def test_inception_resnet_v2_paper_params_from_the_figures():
+    params = inception_resnet_v2_params(paper=True)
+    assert count_params(build_on_meta("inception_resnet_v2_paper")) == params
+    assert cnnlab.model_info("inception_resnet_v2_paper").params == params
+
+
+@pytest.mark.parametrize(
+    "name, widths",
+    [("inception_v4", (384, 1024, 1536)), ("inception_resnet_v2", (320, 1088, 1536)),
+     ("inception_resnet_v2_paper", (384, 1152, 2144))],
+)
+def test_grids_are_35_17_8_at_299(name, widths):
+    model = build_on_meta(name, features_only=True).eval()
+    maps = model(torch.empty(1, 3, 299, 299, device="meta"))
+    assert [tuple(m.shape[1:]) for m in maps[1:]] == [
+        (widths[0], 35, 35), (widths[1], 17, 17), (widths[2], 8, 8)]
+
+
+def test_residual_scaling_is_within_the_papers_range():
+    from cnnlab.models.inception_v4 import ResidualInception
+
+    model = build_on_meta("inception_resnet_v2")
+    blocks = [m for m in model.modules() if isinstance(m, ResidualInception)]
+    assert len(blocks) == 10 + 20 + 10
+    # Sec. 3.3: "scaling factors between 0.1 and 0.3"; the final block is left unscaled.
+    assert all(0.1 <= b.scale <= 0.3 for b in blocks[:-1])
+    assert blocks[-1].scale == 1.0 and not blocks[-1].relu
+    paper = build_on_meta("inception_resnet_v2_paper")
+    blocks = [m for m in paper.modules() if isinstance(m, ResidualInception)]
+    assert len(blocks) == 5 + 10 + 5  # Fig. 15
+    assert all(0.1 <= b.scale <= 0.3 and b.relu for b in blocks)
+
+
+def test_residual_block_adds_scaled_branches_to_its_input():
+    from cnnlab.models.inception_v4 import block35
+
+    block = block35(320, 0.17).eval()
+    x = torch.randn(1, 320, 9, 9)
+    expected = torch.relu(x + 0.17 * block.up(block.branches(x)))
+    torch.testing.assert_close(block(x), expected)
+
+
+def test_paper_table_2_errors_are_declared():
+    v4, irv2 = cnnlab.model_info("inception_v4"), cnnlab.model_info("inception_resnet_v2")
+    assert (v4.top1_error, v4.top5_error) == (20.0, 5.0)
+    assert (irv2.top1_error, irv2.top5_error) == (19.9, 4.9)

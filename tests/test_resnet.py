@@ -261,3 +261,18 @@ def test_bad_options_fail_clearly():
         cnnlab.create_model("plain18", drop_path_rate=0.1)
     with pytest.raises(ValueError, match="groups=1"):
         cnnlab.create_model("resnet18", groups=2)
+
+
+def test_make_stage_is_a_pure_function_returning_the_stage_and_its_width():
+    from cnnlab.models.resnet_blocks import BlockOptions, Bottleneck, conv_bn_shortcut, make_stage
+
+    kwargs = dict(opts=BlockOptions(), shortcut=conv_bn_shortcut, drop_path_rates=[0.0] * 3)
+    stage, out = make_stage(Bottleneck, 256, 128, 3, 2, **kwargs)
+    again, out_again = make_stage(Bottleneck, 256, 128, 3, 2, **kwargs)
+    assert out == out_again == 512 and len(stage) == 3
+    assert [b.downsample is not None for b in stage] == [True, False, False]
+    assert [(k, v.shape) for k, v in stage.state_dict().items()] == [
+        (k, v.shape) for k, v in again.state_dict().items()]
+    with pytest.raises(ValueError, match="need 3 drop-path rates"):
+        make_stage(Bottleneck, 256, 128, 3, 2, opts=BlockOptions(), shortcut=conv_bn_shortcut,
+                   drop_path_rates=[0.0])

@@ -129,6 +129,10 @@ def test_preact_cifar_counts_are_the_papers_1_7m():
     assert round(p110 / 1e6, 1) == round(p164 / 1e6, 1) == 1.7  # He et al. 2016b, Table 3
     assert cnnlab.model_info("preact_resnet110").params == p110
     assert cnnlab.model_info("preact_resnet164").params == p164
+    # resnet-1k-layers puts the stride on the first 1x1 and shares the BN-ReLU there.
+    block = build_on_meta("preact_resnet164").layer2[0]
+    assert block.conv1.stride == (2, 2) and block.conv2.stride == (1, 1)
+    assert block.preact == "shared"
 
 
 def resnext29_params(cardinality: int, d: int, *, with_bn: bool = True) -> int:
@@ -265,8 +269,8 @@ def test_rir_block_streams():
         x = torch.randn(2, 16, 4, 4)
         out = block(x)
     r = x[:, :8]
-    # Residual stream keeps its shortcuts; the transient stream has none.
-    torch.testing.assert_close(out[:, :8], torch.relu(torch.relu(r) + r))
+    # Residual stream keeps its shortcuts (BN at init ~ identity); the transient has none.
+    torch.testing.assert_close(out[:, :8], torch.relu(torch.relu(r) + r), rtol=1e-4, atol=1e-4)
     assert torch.count_nonzero(out[:, 8:]) == 0
     with pytest.raises(ValueError, match="rir_cifar takes no drop_path_rate"):
         cnnlab.create_model("rir_cifar", drop_path_rate=0.1)
@@ -284,3 +288,14 @@ def test_cifar_models_declare_cifar10(name):
     info = cnnlab.model_info(name)
     assert (info.input_size, info.dataset, info.num_classes) == ((3, 32, 32), "cifar10", 10)
     assert info.recipe in RECIPES
+
+
+def test_zero_init_residual_makes_cifar_blocks_their_shortcuts():
+    model = cnnlab.create_model("resnet20", zero_init_residual=True).eval()
+    x = torch.randn(2, 16, 32, 32)
+    with torch.no_grad():
+        for block in _blocks(model):
+            shortcut = x if block.downsample is None else block.downsample(x)
+            out = block(x)
+            torch.testing.assert_close(out, torch.relu(shortcut))
+            x = out

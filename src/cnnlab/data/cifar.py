@@ -39,7 +39,7 @@ class _NDArrayClass:
 
 
 _NDARRAY = _NDArrayClass()
-_NUMPY_RECONSTRUCT = np.ndarray((0,)).__reduce__()[0]
+_NUMPY_RECONSTRUCT: Any = np.ndarray((0,)).__reduce__()[0]  # numpy's own, whatever its module
 
 
 def _reconstruct(subtype: object, shape: Any, dtype: Any) -> np.ndarray:

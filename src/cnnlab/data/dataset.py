@@ -5,12 +5,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from functools import cached_property
 
-import numpy as np
 import torch
 
 __all__ = [
     "DatasetError",
     "ImageTensorDataset",
+    "PixelMoments",
     "channel_stats",
     "split_train_val",
 ]
@@ -20,27 +20,71 @@ class DatasetError(ValueError):
     """A dataset file or folder that cannot be read: the message names it and what is wrong."""
 
 
+class PixelMoments:
+    """Running float64 sums over pixels, in [0, 1] units: per-channel totals and the channel
+    cross-products, from which the mean, std and channel covariance follow."""
+
+    def __init__(self, channels: int) -> None:
+        self.total = torch.zeros(channels, dtype=torch.float64)
+        self.products = torch.zeros(channels, channels, dtype=torch.float64)
+        self.pixels = 0
+
+    def add(self, images: torch.Tensor) -> None:
+        """Add uint8 images, (N, C, H, W) or one (C, H, W)."""
+        if images.ndim == 3:
+            images = images.unsqueeze(0)
+        if images.shape[1] != len(self.total):
+            raise ValueError(f"expected {len(self.total)} channels, got {images.shape[1]}")
+        x = images.transpose(0, 1).reshape(images.shape[1], -1).to("cpu", torch.float64) / 255
+        self.total += x.sum(dim=1)
+        self.products += x @ x.T
+        self.pixels += x.shape[1]
+
+    def mean(self) -> torch.Tensor:
+        if self.pixels == 0:
+            raise DatasetError("cannot compute statistics of an empty dataset")
+        return self.total / self.pixels
+
+    def covariance(self) -> torch.Tensor:
+        mean = self.mean()
+        return self.products / self.pixels - torch.outer(mean, mean)
+
+    def mean_std(self) -> tuple[list[float], list[float]]:
+        std = self.covariance().diagonal().clamp_min(0.0).sqrt()
+        return self.mean().tolist(), std.tolist()
+
+
 def channel_stats(images: torch.Tensor, chunk: int = 4096) -> tuple[list[float], list[float]]:
     """Per-channel mean and (population) std of uint8 NCHW images, in [0, 1] units.
 
-    Sums run in float64 over chunks, so 60,000 MNIST digits never become one float copy.
+    Sums run over chunks, so 60,000 MNIST digits never become one float64 copy.
     """
-    n, c = images.shape[:2]
-    if n == 0:
-        raise DatasetError("cannot compute mean/std of an empty dataset")
-    total = torch.zeros(c, dtype=torch.float64)
-    total_sq = torch.zeros(c, dtype=torch.float64)
+    moments = PixelMoments(images.shape[1])
     for part in images.split(chunk):
-        x = part.to("cpu", torch.float64).div_(255.0)
-        total += x.sum(dim=(0, 2, 3))
-        total_sq += x.square().sum(dim=(0, 2, 3))
-    count = n * images.shape[2] * images.shape[3]
-    mean = total / count
-    var = (total_sq / count - mean.square()).clamp_min(0.0)
-    return mean.tolist(), var.sqrt().tolist()
+        moments.add(part)
+    return moments.mean_std()
 
 
-class ImageTensorDataset(torch.utils.data.Dataset):
+class ChannelStatsMixin:
+    """``mean``/``std`` per channel in [0, 1] units, from the dataset's ``stats()``, cached."""
+
+    def stats(self) -> tuple[list[float], list[float]]:
+        raise NotImplementedError
+
+    @cached_property
+    def _cached_stats(self) -> tuple[list[float], list[float]]:
+        return self.stats()
+
+    @property
+    def mean(self) -> list[float]:
+        return self._cached_stats[0]
+
+    @property
+    def std(self) -> list[float]:
+        return self._cached_stats[1]
+
+
+class ImageTensorDataset(ChannelStatsMixin, torch.utils.data.Dataset):
     """A dataset held in memory: ``images`` uint8 (N, C, H, W), ``labels`` int64 (N,).
 
     ``ds[i]`` is ``(uint8 CHW tensor, int)``; ``mean``/``std`` are per-channel in [0, 1] units,
@@ -83,17 +127,9 @@ class ImageTensorDataset(torch.utils.data.Dataset):
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         return self.images[index], int(self.labels[index])
 
-    @cached_property
-    def _stats(self) -> tuple[list[float], list[float]]:
+    def stats(self) -> tuple[list[float], list[float]]:
+        """Per-channel mean and std over every pixel (use ``mean``/``std``: cached)."""
         return channel_stats(self.images)
-
-    @property
-    def mean(self) -> list[float]:
-        return self._stats[0]
-
-    @property
-    def std(self) -> list[float]:
-        return self._stats[1]
 
     def subset(self, indices: torch.Tensor, name: str | None = None) -> ImageTensorDataset:
         """The samples at ``indices`` (in that order) as a new in-memory dataset."""
@@ -128,9 +164,3 @@ def split_train_val(
     name = dataset.name or "dataset"
     return dataset.subset(train_idx, f"{name}/train"), dataset.subset(val_idx, f"{name}/val")
 
-
-def mix_seed(*parts: int) -> int:
-    """A well-spread 63-bit seed from several integers (seed, epoch, rank, index, ...)."""
-    words = [int(p) & 0xFFFFFFFF for p in parts]
-    state = np.random.SeedSequence(words).generate_state(1, np.uint64)
-    return int(state[0]) >> 1

@@ -7,14 +7,13 @@ Layouts: ``root/<class>/<image>`` (one split, "train"), or ``root/train/<class>/
 
 from __future__ import annotations
 
-from functools import cached_property
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
 
-from cnnlab.data.dataset import DatasetError
+from cnnlab.data.dataset import ChannelStatsMixin, DatasetError, PixelMoments
 
 __all__ = ["IMAGENETTE_CLASSES", "EXTENSIONS", "ImageFolderDataset", "decode_image", "load_folder"]
 
@@ -40,7 +39,7 @@ def decode_image(path: str | Path) -> torch.Tensor:
     return torch.from_numpy(array.copy()).permute(2, 0, 1)
 
 
-class ImageFolderDataset(torch.utils.data.Dataset):
+class ImageFolderDataset(ChannelStatsMixin, torch.utils.data.Dataset):
     """``samples`` is a list of (path, label), ``classes`` the sorted class-folder names (or
     their readable names where known); ``ds[i]`` decodes image i to uint8 (3, H, W).
 
@@ -97,33 +96,14 @@ class ImageFolderDataset(torch.utils.data.Dataset):
         """Per-channel mean and std in [0, 1] units over all pixels of ``max_images`` images
         drawn with ``seed`` (all images when None)."""
         count = len(self)
-        order = range(count)
+        order: list[int] = list(range(count))
         if max_images is not None and max_images < count:
-            order = torch.randperm(count, generator=torch.Generator().manual_seed(seed))
-            order = order[:max_images].tolist()
-        total = torch.zeros(3, dtype=torch.float64)
-        total_sq = torch.zeros(3, dtype=torch.float64)
-        pixels = 0
+            generator = torch.Generator().manual_seed(seed)
+            order = torch.randperm(count, generator=generator)[:max_images].tolist()
+        moments = PixelMoments(3)
         for i in order:
-            x = self[i][0].reshape(3, -1).to(torch.float64) / 255.0
-            total += x.sum(1)
-            total_sq += x.square().sum(1)
-            pixels += x.shape[1]
-        mean = total / pixels
-        std = (total_sq / pixels - mean.square()).clamp_min(0).sqrt()
-        return mean.tolist(), std.tolist()
-
-    @cached_property
-    def _stats(self) -> tuple[list[float], list[float]]:
-        return self.stats()
-
-    @property
-    def mean(self) -> list[float]:
-        return self._stats[0]
-
-    @property
-    def std(self) -> list[float]:
-        return self._stats[1]
+            moments.add(self[i][0])
+        return moments.mean_std()
 
     def __repr__(self) -> str:
         return (f"ImageFolderDataset({self.name or self.root}: {len(self)} images, "

@@ -14,22 +14,35 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
+import numpy as np
 import torch
 
-from cnnlab.data.dataset import ImageTensorDataset, mix_seed
+from cnnlab.data.dataset import ImageTensorDataset
 from cnnlab.data.transforms import normalize
 
-__all__ = ["DeviceLoader", "FolderLoader", "epoch_indices", "make_loader"]
+__all__ = ["DeviceLoader", "FolderLoader", "epoch_indices", "make_loader", "mix_seed"]
+
+
+def mix_seed(*parts: int) -> int:
+    """A well-spread 63-bit seed from several integers (seed, epoch, rank, index, ...)."""
+    words = [int(p) & 0xFFFFFFFF for p in parts]
+    state = np.random.SeedSequence(words).generate_state(1, np.uint64)
+    return int(state[0]) >> 1
+
 
 BatchTransform = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
+
+
+def _check_rank(rank: int, world_size: int) -> None:
+    if world_size < 1 or not 0 <= rank < world_size:
+        raise ValueError(f"need 0 <= rank < world_size, got rank={rank}, world_size={world_size}")
 
 
 def epoch_indices(
     n: int, *, shuffle: bool, seed: int, epoch: int, rank: int = 0, world_size: int = 1
 ) -> torch.Tensor:
     """The indices rank ``rank`` visits in ``epoch``: its stride of the epoch's permutation."""
-    if world_size < 1 or not 0 <= rank < world_size:
-        raise ValueError(f"need 0 <= rank < world_size, got rank={rank}, world_size={world_size}")
+    _check_rank(rank, world_size)
     if shuffle:
         generator = torch.Generator().manual_seed(mix_seed(seed, epoch))
         order = torch.randperm(n, generator=generator)
@@ -50,21 +63,26 @@ class _EpochBatches:
         self.n, self.batch_size, self.shuffle, self.seed = n, batch_size, shuffle, seed
         self.drop_last, self.rank, self.world_size = drop_last, rank, world_size
         self.epoch = 0
-        epoch_indices(0, shuffle=False, seed=0, epoch=0, rank=rank, world_size=world_size)
+        _check_rank(rank, world_size)
 
     def set_epoch(self, epoch: int) -> None:
         """Reseed the shuffle (and augmentation) for ``epoch``."""
         self.epoch = int(epoch)
 
     @property
-    def num_samples(self) -> int:
-        """Samples this rank sees per epoch."""
+    def shard_size(self) -> int:
+        """Samples of the epoch's permutation assigned to this rank."""
         return len(range(self.rank, self.n, self.world_size))
+
+    @property
+    def num_samples(self) -> int:
+        """Samples this rank sees per epoch (the shard, less a dropped last partial batch)."""
+        return len(self) * self.batch_size if self.drop_last else self.shard_size
 
     def __len__(self) -> int:
         if self.drop_last:
-            return self.num_samples // self.batch_size
-        return -(-self.num_samples // self.batch_size)
+            return self.shard_size // self.batch_size
+        return -(-self.shard_size // self.batch_size)
 
     def _batches(self) -> Iterator[torch.Tensor]:
         order = epoch_indices(
@@ -160,7 +178,8 @@ class FolderLoader(_EpochBatches):
 
     ``sample_transform(image_uint8_chw, generator) -> uint8 CHW`` runs per image in the
     workers (bring images to one size there); ``train_transform`` then runs per batch on the
-    device, as in :class:`DeviceLoader`.
+    device, as in :class:`DeviceLoader`. ``mean``/``std`` default to the dataset's, estimated
+    from 2,000 of its images (pass ``transforms.IMAGENET_MEAN``/``IMAGENET_STD`` for ImageNet).
     """
 
     def __init__(
@@ -169,8 +188,8 @@ class FolderLoader(_EpochBatches):
         batch_size: int,
         *,
         shuffle: bool,
-        mean: Sequence[float],
-        std: Sequence[float],
+        mean: Sequence[float] | None = None,
+        std: Sequence[float] | None = None,
         sample_transform: SampleTransform | None = None,
         train_transform: BatchTransform | None = None,
         device: str | torch.device = "cpu",
@@ -187,7 +206,8 @@ class FolderLoader(_EpochBatches):
         self.dataset = dataset
         self.samples = _DecodedSamples(dataset, sample_transform)
         self.samples.seed = seed
-        self.mean, self.std = list(mean), list(std)
+        self.mean = list(dataset.mean if mean is None else mean)
+        self.std = list(dataset.std if std is None else std)
         self.train_transform = train_transform
         self.device = torch.device(device)
         self.num_workers = num_workers
@@ -219,6 +239,4 @@ def make_loader(dataset: Any, batch_size: int, **options: Any) -> DeviceLoader |
         options.pop("sample_transform", None)
         options.pop("num_workers", None)
         return DeviceLoader(dataset, batch_size, **options)
-    if options.get("mean") is None or options.get("std") is None:
-        raise ValueError("an image-folder loader needs mean= and std= (e.g. ImageNet's)")
     return FolderLoader(dataset, batch_size, **options)

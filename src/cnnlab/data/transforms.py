@@ -1,22 +1,27 @@
 """Batched augmentation on uint8 (or float) NCHW tensors, on whatever device they live on.
 
 Every function takes a whole batch and returns one; randomness comes only from an explicit
-CPU ``torch.Generator`` (a few numbers per image, moved to the batch's device), so a seed gives
-the same batch on CPU and GPU. uint8 in -> uint8 out (rounded and clamped), except
+CPU ``torch.Generator`` (a few numbers per image, moved to the batch's device), so a seed makes
+the same draws on CPU and GPU (crops and flips are then the same bytes; resampling transforms
+may differ by float rounding). uint8 in -> uint8 out (rounded and clamped), except
 :func:`normalize`, which returns float32. Pixel-valued constants are in [0, 1] units.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
+from cnnlab.data.dataset import PixelMoments
+
 __all__ = [
+    "IMAGENET_MEAN",
     "IMAGENET_PCA",
+    "IMAGENET_STD",
     "center_crop",
     "normalize",
     "pca_lighting",
@@ -24,10 +29,15 @@ __all__ = [
     "random_flip",
     "random_resized_crop",
     "resize",
+    "resized_crop_boxes",
     "rgb_eigen",
     "scale_jitter",
     "ten_crop",
 ]
+
+# ImageNet's per-channel mean and std in [0, 1] units, as torchvision's weights expect them.
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
 
 # ImageNet's RGB eigenvalues/eigenvectors (columns) in [0, 1] units, as fb.resnet.torch and most
 # ResNet-era code use them for Krizhevsky et al.'s colour augmentation; rgb_eigen recomputes.
@@ -166,14 +176,31 @@ def random_resized_crop(
     generator: torch.Generator | None = None,
     attempts: int = 10,
 ) -> torch.Tensor:
-    """Inception-style crop (Szegedy et al. 2015, Sec. 6): a box covering ``scale`` of the area
-    with aspect ratio in ``ratio`` (log-uniform), resized to ``size``.
-
-    Each image gets ``attempts`` tries; an image whose tries all miss falls back to the
-    central crop with the ratio clamped into range (torchvision's rule).
-    """
+    """Inception-style crop (Szegedy et al. 2015, Sec. 6: "patches of the image whose size is
+    distributed evenly between 8% and 100% of the image area with aspect ratio constrained to
+    the interval [3/4, 4/3]"), resized to ``size``; boxes from :func:`resized_crop_boxes`."""
     _check_batch(x, "random_resized_crop")
     n, _, h, w = x.shape
+    boxes = resized_crop_boxes(n, h, w, scale, ratio, generator, attempts)
+    return _crop_and_resize(x, boxes, _pair(size))
+
+
+def resized_crop_boxes(
+    n: int,
+    h: int,
+    w: int,
+    scale: tuple[float, float] = (0.08, 1.0),
+    ratio: tuple[float, float] = (3 / 4, 4 / 3),
+    generator: torch.Generator | None = None,
+    attempts: int = 10,
+) -> torch.Tensor:
+    """``n`` boxes (top, left, height, width) in an ``h`` x ``w`` image: area uniform in
+    ``scale`` of the image, aspect ratio log-uniform in ``ratio`` (the paper says only
+    "constrained to"; log-uniform is torchvision's reading), position uniform.
+
+    Each box gets ``attempts`` tries; a box whose tries all miss falls back to the central
+    crop with the ratio clamped into range (torchvision's rule).
+    """
     area = h * w
     draws = _uniform((n, attempts, 4), generator)
     target = area * (scale[0] + (scale[1] - scale[0]) * draws[..., 0])
@@ -199,7 +226,7 @@ def random_resized_crop(
             fw, fh = w, h
         bw[fallback], bh[fallback] = float(fw), float(fh)
         top[fallback], left[fallback] = float((h - fh) // 2), float((w - fw) // 2)
-    return _crop_and_resize(x, torch.stack([top, left, bh, bw], dim=1), _pair(size))
+    return torch.stack([top, left, bh, bw], dim=1)
 
 
 def scale_jitter(
@@ -266,37 +293,25 @@ def rgb_eigen(
     count = len(images)
     if count == 0:
         raise ValueError("rgb_eigen needs at least one image")
-    order: Iterable[int] = range(count)
+    order: list[int] = list(range(count))
     if max_images is not None and max_images < count:
         generator = torch.Generator().manual_seed(seed)
         order = torch.randperm(count, generator=generator)[:max_images].tolist()
-    total = torch.zeros(3, dtype=torch.float64)
-    outer = torch.zeros(3, 3, dtype=torch.float64)
-    pixels = 0
-    batch: list[torch.Tensor] = []
-
-    def flush() -> None:
-        nonlocal total, outer, pixels
-        flat = torch.cat(batch, dim=1).to(torch.float64) / 255.0
-        total += flat.sum(dim=1)
-        outer += flat @ flat.T
-        pixels += flat.shape[1]
-        batch.clear()
-
+    moments = PixelMoments(3)
+    if isinstance(images, torch.Tensor):  # in memory: whole chunks at a time
+        if images.ndim != 4 or images.shape[1] != 3:
+            raise ValueError(f"rgb_eigen needs RGB images, got shape {tuple(images.shape)}")
+        for chunk in torch.as_tensor(order).split(4096):
+            moments.add(images.index_select(0, chunk.to(images.device)))
+        order = []
     for i in order:
         image = images[i]
         if isinstance(image, tuple):  # a dataset item (image, label)
             image = image[0]
         if image.ndim != 3 or image.shape[0] != 3:
             raise ValueError(f"rgb_eigen needs RGB images, got shape {tuple(image.shape)}")
-        batch.append(image.reshape(3, -1).cpu())
-        if len(batch) >= 256:
-            flush()
-    if batch:
-        flush()
-    mean = total / pixels
-    cov = outer / pixels - torch.outer(mean, mean)
-    vals, vecs = torch.linalg.eigh(cov)
+        moments.add(image)
+    vals, vecs = torch.linalg.eigh(moments.covariance())
     return vals.flip(0).float(), vecs.flip(1).float()
 
 

@@ -11,6 +11,7 @@ the CIFAR forms follow Sec. 3/4.1 with the same layer code.
 
 from __future__ import annotations
 
+import itertools
 from collections import OrderedDict
 from dataclasses import dataclass
 
@@ -156,6 +157,24 @@ def _dense_stages(
     return layers, info, channels, stride
 
 
+def _min_input_side(cfg: DenseNetConfig) -> int:
+    """Smallest input side for which every transition's 2x2 pool gets at least a 2x2 map
+    (29 for the four-block ImageNet nets, 4 for the three-block CIFAR nets)."""
+
+    def fits(side: int) -> bool:
+        h = side
+        if cfg.imagenet_stem:
+            h = (h - 1) // 2 + 1  # 7x7/2 conv, padding 3
+            h = (h - 1) // 2 + 1  # 3x3/2 max pool, padding 1
+        for _ in range(len(cfg.block_config) - 1):
+            if h < 2:
+                return False
+            h //= 2
+        return True
+
+    return next(side for side in itertools.count(1) if fits(side))
+
+
 class DenseNet(Classifier):
     """DenseNet classifier: ``features`` (stem, blocks, transitions, final BN) -> ReLU -> GAP -> FC.
 
@@ -187,9 +206,8 @@ class DenseNet(Classifier):
         )
         self.num_features = channels
         self.classifier = nn.Linear(channels, num_classes)
-        # Each transition's 2x2 pool needs a map of at least 2x2 (stem: 7x7/2 conv, 3x3/2 pool).
-        self.min_input_size = (29, 29) if cfg.imagenet_stem else (
-            2 ** (len(cfg.block_config) - 1),) * 2
+        side = _min_input_side(cfg)
+        self.min_input_size = (side, side)
         self._init_weights()
 
     def _init_weights(self) -> None:
@@ -248,9 +266,10 @@ _TORCHVISION_DEVIATIONS = (
     "torchvision's DenseNet-BC (the paper's ImageNet form); the 2x2 transition pools floor odd "
     "maps",
 )
-# The paper trains its ImageNet DenseNets with the ResNet protocol (Sec. 4.2: "we adopt the
-# same data augmentation scheme... as in He et al."): batch 256, lr 0.1 /10 at epochs 30/60,
-# 90 epochs, weight decay 1e-4, Nesterov momentum 0.9), hence the "he2016_imagenet" recipe.
+# The paper trains its ImageNet DenseNets with the ResNet protocol (Sec. 4.2: He et al.'s
+# augmentation, batch 256, lr 0.1 divided by 10 at epochs 30 and 60, 90 epochs, weight decay
+# 1e-4, Nesterov momentum 0.9), hence the "he2016_imagenet" recipe; there is no DenseNet
+# ImageNet recipe of its own.
 _IMAGENET = dict(
     family="densenet", paper=DENSENET_PAPER, input_size=(3, 224, 224), dataset="imagenet",
     num_classes=1000, error_source="torchvision IMAGENET1K_V1 weights",

@@ -10,7 +10,9 @@ Module names follow torchvision, so its state_dicts load unchanged.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 
 import torch
 import torch.nn as nn
@@ -27,6 +29,8 @@ EFFICIENTNET_PAPER = Paper(
     year=2019,
     url="https://arxiv.org/abs/1905.11946",
 )
+
+ConvFactory = Callable[..., ConvBNAct]  # ConvBNAct with the variant's BN settings bound
 
 
 @dataclass(frozen=True)
@@ -95,19 +99,19 @@ class MBConv(nn.Module):
 
     def __init__(
         self, in_channels: int, out_channels: int, row: MBConvRow, stride: int,
-        drop_path: float, bn: dict[str, float],
+        drop_path: float, conv: ConvFactory,
     ) -> None:
         super().__init__()
         expanded = scale_width(in_channels, row.expand_ratio)
         self.use_res_connect = stride == 1 and in_channels == out_channels
         layers: list[nn.Module] = []
         if expanded != in_channels:
-            layers.append(ConvBNAct(in_channels, expanded, 1, act_layer=nn.SiLU, **bn))
-        layers.append(ConvBNAct(expanded, expanded, row.kernel, stride, groups=expanded,
-                                act_layer=nn.SiLU, **bn))
+            layers.append(conv(in_channels, expanded, 1, act_layer=nn.SiLU))
+        layers.append(conv(expanded, expanded, row.kernel, stride, groups=expanded,
+                           act_layer=nn.SiLU))
         # SE ratio 0.25 of the block's *input* channels (the reference code's se_ratio).
         layers.append(SqueezeExcite(expanded, max(1, in_channels // 4), nn.SiLU))
-        layers.append(ConvBNAct(expanded, out_channels, 1, act_layer=None, **bn))
+        layers.append(conv(expanded, out_channels, 1, act_layer=None))
         self.block = nn.Sequential(*layers)
         # Only residual blocks are dropped; torchvision's name, no parameters.
         self.stochastic_depth = DropPath(drop_path)
@@ -121,7 +125,7 @@ class MBConv(nn.Module):
 
 
 def _mbconv_stages(
-    rows: tuple[MBConvRow, ...], scaling: ScalingConfig, drop_path: float, bn: dict[str, float]
+    rows: tuple[MBConvRow, ...], scaling: ScalingConfig, drop_path: float, conv: ConvFactory
 ) -> tuple[list[nn.Sequential], list[int], list[int]]:
     """One nn.Sequential per row; drop-path rises linearly from 0 to ``drop_path`` over blocks."""
     total = sum(scale_depth(r.num_layers, scaling.depth) for r in rows)
@@ -134,7 +138,7 @@ def _mbconv_stages(
         for i in range(scale_depth(row.num_layers, scaling.depth)):
             p = drop_path * block_id / total
             blocks.append(MBConv(in_ch if i == 0 else out_ch, out_ch, row,
-                                 row.stride if i == 0 else 1, p, bn))
+                                 row.stride if i == 0 else 1, p, conv))
             block_id += 1
         stages.append(nn.Sequential(*blocks))
         strides.append(row.stride)
@@ -153,15 +157,17 @@ class EfficientNet(Classifier):
     ) -> None:
         super().__init__()
         self.in_chans = in_chans
-        bn = {"bn_eps": 1e-3, "bn_momentum": 0.01} if scaling.tf_bn else {}
+        conv: ConvFactory = (
+            partial(ConvBNAct, bn_eps=1e-3, bn_momentum=0.01) if scaling.tf_bn else ConvBNAct
+        )
         stem = scale_width(rows[0].in_channels, scaling.width)
-        stages, strides, widths = _mbconv_stages(rows, scaling, drop_path, bn)
+        stages, strides, widths = _mbconv_stages(rows, scaling, drop_path, conv)
         last_in = widths[-1]
         head = 4 * last_in
         self.features = nn.Sequential(
-            ConvBNAct(in_chans, stem, 3, 2, act_layer=nn.SiLU, **bn),
+            conv(in_chans, stem, 3, 2, act_layer=nn.SiLU),
             *stages,
-            ConvBNAct(last_in, head, 1, act_layer=nn.SiLU, **bn),
+            conv(last_in, head, 1, act_layer=nn.SiLU),
         )
         self.feature_info = _feature_info(strides, widths, head)
         self.num_features = head
@@ -195,7 +201,8 @@ class EfficientNet(Classifier):
 
 
 def _feature_info(strides: list[int], widths: list[int], head: int) -> list[dict]:
-    """The last stage at each resolution; ``features.i`` is MBConv row i (0 is the stem)."""
+    """The last map at each resolution: ``features.0`` is the stem, ``features.{i+1}`` row i
+    of Table 1, and the map before a stride-2 row is the previous resolution's output."""
     info, reduction = [], 2
     for i, s in enumerate(strides):
         if s == 2:
@@ -215,7 +222,7 @@ def _register(name: str, params: int, ref_top1: float, ref_top5: float, paper_to
     # Declared facts are torchvision's, measured at its evaluation crop: the paper's resolution
     # except for B2, whose torchvision weights are evaluated (and their GFLOPs counted) at 288.
     res = _TORCHVISION_CROP.get(name, SCALING[name].resolution)
-    deviations = (
+    deviations: tuple[str, ...] = (
         "torchvision's form: PyTorch BN defaults for B0-B4, TF's (eps 1e-3, momentum 0.01) "
         "for B5-B7",
         "stochastic depth rises linearly over blocks to 0.2 (the reference code's "

@@ -241,9 +241,11 @@ class GoogLeNet(Classifier):
         self.aux1: InceptionAux | None = None
         self.aux2: InceptionAux | None = None
         if aux_logits:
-            aux = dict(conv_block=conv, adaptive_pool=not paper, dropout=dropout_aux)
-            self.aux1 = InceptionAux(widths["4a"], num_classes, **aux)
-            self.aux2 = InceptionAux(widths["4d"], num_classes, **aux)
+            self.aux1, self.aux2 = (
+                InceptionAux(widths[tap], num_classes, conv_block=conv, adaptive_pool=not paper,
+                             dropout=dropout_aux)
+                for tap in ("4a", "4d")
+            )
 
         # Table 1: avg pool 7x7/1 (adaptive here so other sizes work), dropout 40%, linear.
         self.avgpool = nn.AdaptiveAvgPool2d(1)
@@ -268,7 +270,8 @@ class GoogLeNet(Classifier):
                     # The paper states no initialisation; the BVLC reference model used
                     # Xavier (Glorot 2010) weights and 0.2 biases.
                     nn.init.xavier_uniform_(m.weight)
-                    nn.init.constant_(m.bias, 0.2)
+                    if m.bias is not None:
+                        nn.init.constant_(m.bias, 0.2)
                 else:  # torchvision's init_weights=True
                     nn.init.trunc_normal_(m.weight, mean=0.0, std=0.01, a=-2, b=2)
                     if m.bias is not None:
@@ -290,17 +293,18 @@ class GoogLeNet(Classifier):
     def _stages(
         self, x: torch.Tensor, with_aux: bool
     ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
-        x = self._transform_input(x)
-        x = self.lrn1(self.maxpool1(self.conv1(x)))
-        x = self.maxpool2(self.lrn2(self.conv3(self.conv2(x))))
-        x = self.maxpool3(self.inception3b(self.inception3a(x)))
-        x = self.inception4a(x)
+        x = self._run(self._transform_input(x), "conv1", "maxpool1", "lrn1", "conv2", "conv3",
+                      "lrn2", "maxpool2", "inception3a", "inception3b", "maxpool3", "inception4a")
         aux1 = self.aux1(x) if with_aux and self.aux1 is not None else None
-        x = self.inception4d(self.inception4c(self.inception4b(x)))
+        x = self._run(x, "inception4b", "inception4c", "inception4d")
         aux2 = self.aux2(x) if with_aux and self.aux2 is not None else None
-        x = self.maxpool4(self.inception4e(x))
-        x = self.inception5b(self.inception5a(x))
+        x = self._run(x, "inception4e", "maxpool4", "inception5a", "inception5b")
         return x, aux2, aux1
+
+    def _run(self, x: torch.Tensor, *names: str) -> torch.Tensor:
+        for name in names:
+            x = self.get_submodule(name)(x)
+        return x
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         return self._stages(x, with_aux=False)[0]

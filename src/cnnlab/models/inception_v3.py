@@ -38,7 +38,13 @@ BN_INCEPTION_PAPER = Paper(
 # --- Inception v3 -----------------------------------------------------------------------------
 
 
-class InceptionA(nn.Module):
+class _Mixed(nn.Module):
+    """A torchvision "Mixed_*" module; ``out_channels`` is the width of its concatenation."""
+
+    out_channels: int
+
+
+class InceptionA(_Mixed):
     """35x35 module (Fig. 5): 1x1 | 1x1-5x5 | 1x1-3x3-3x3 | avgpool-1x1.
 
     The paper's Fig. 5 replaces the 5x5 by two 3x3; the released model (and torchvision)
@@ -63,7 +69,7 @@ class InceptionA(nn.Module):
         return torch.cat([self.branch1x1(x), b5, b3, pool], 1)
 
 
-class InceptionB(nn.Module):
+class InceptionB(_Mixed):
     """35x35 -> 17x17 grid reduction (Fig. 10): 3x3/2 | 1x1-3x3-3x3/2 | maxpool/2."""
 
     def __init__(self, in_channels: int) -> None:
@@ -79,7 +85,7 @@ class InceptionB(nn.Module):
         return torch.cat([self.branch3x3(x), b3, F.max_pool2d(x, 3, stride=2)], 1)
 
 
-class InceptionC(nn.Module):
+class InceptionC(_Mixed):
     """17x17 module with factorised 7x7 convolutions (Fig. 6, n = 7): 1x7 then 7x1."""
 
     def __init__(self, in_channels: int, channels_7x7: int) -> None:
@@ -107,7 +113,7 @@ class InceptionC(nn.Module):
         return torch.cat([self.branch1x1(x), b7, d, pool], 1)
 
 
-class InceptionD(nn.Module):
+class InceptionD(_Mixed):
     """17x17 -> 8x8 grid reduction: 1x1-3x3/2 | 1x1-1x7-7x1-3x3/2 | maxpool/2."""
 
     def __init__(self, in_channels: int) -> None:
@@ -126,7 +132,7 @@ class InceptionD(nn.Module):
         return torch.cat([b3, b7, F.max_pool2d(x, 3, stride=2)], 1)
 
 
-class InceptionE(nn.Module):
+class InceptionE(_Mixed):
     """8x8 module with expanded filter banks (Fig. 7): 1x3 and 3x1 side by side."""
 
     def __init__(self, in_channels: int) -> None:
@@ -179,9 +185,9 @@ class InceptionOutputs(NamedTuple):
     aux_logits: torch.Tensor | None
 
 
-# Mixed_5b..Mixed_7c: (module, its width argument), Table 1 of the paper ("3 x Inception",
-# "5 x Inception", "2 x Inception" with grid reductions between), as the released model has it.
-_V3_LAYOUT: tuple[tuple[str, type[nn.Module], int | None], ...] = (
+# Mixed_5b..Mixed_7c: (module, its width argument) as the released model has them; Table 1 of
+# the paper draws 3 x Inception (Fig. 5), 5 x Inception (Fig. 6), 2 x Inception (Fig. 7).
+_V3_LAYOUT: tuple[tuple[str, type[_Mixed], int | None], ...] = (
     ("Mixed_5b", InceptionA, 32),
     ("Mixed_5c", InceptionA, 64),
     ("Mixed_5d", InceptionA, 64),
@@ -278,7 +284,7 @@ class Inception3(Classifier):
         x = self.maxpool2(self.Conv2d_4a_3x3(self.Conv2d_3b_1x1(x)))
         aux = None
         for name in self._mixed:
-            x = getattr(self, name)(x)
+            x = self.get_submodule(name)(x)
             if name == "Mixed_6e" and with_aux and self.AuxLogits is not None:
                 aux = self.AuxLogits(x)
         return x, aux
@@ -311,9 +317,10 @@ class Inception3(Classifier):
     recipe="szegedy2016",
     torchvision=True,
     deviations=(
-        "the released model's widths: a 5x5 branch stays in the 35x35 modules next to the "
-        "double 3x3 (Fig. 5 replaces it), and the 35x35 stage has 256/288/288 channels where "
-        "Table 1 says 288",
+        "the released (TF-slim) model's stem and widths, as torchvision ports them: a 5x5 "
+        "branch stays in the 35x35 modules next to the double 3x3 (Fig. 5 replaces it), the "
+        "35x35 modules give 256/288/288 channels, and four 17x17 modules follow the grid "
+        "reduction where Table 1 lists 5 x Inception",
         "batch norm with eps 1e-3 (TensorFlow's) after every convolution",
         "the auxiliary head has BN in its convolutions (the paper's 'BN-auxiliary', Sec. 7) "
         "and runs in training mode only; it needs 299x299 inputs",
@@ -398,7 +405,7 @@ class BNInception(Classifier):
             ConvBNAct(64, 192, 3),
             nn.MaxPool2d(3, stride=2, ceil_mode=True),
         )
-        channels, stages = 192, {}
+        channels, stages = 192, dict[str, InceptionBN]()
         for name, columns in BN_INCEPTION_COLUMNS.items():
             stages[name] = InceptionBN(channels, *columns)
             channels = stages[name].out_channels
@@ -432,6 +439,9 @@ class BNInception(Classifier):
     num_classes=1000,
     params=11_285_224,  # computed from Fig. 5's columns (tests/test_inception.py)
     macs=None,
+    top1_error=25.2,
+    top5_error=7.82,
+    error_source="Ioffe & Szegedy 2015, Table 3: BN-Inception, single crop (validation)",
     recipe="ioffe2015",
     deviations=(
         "Fig. 5's columns are followed where its printed output sizes disagree with them: "

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 
 import torch
 import torch.nn as nn
@@ -322,6 +323,10 @@ V3_SMALL = _rows(
 )
 
 
+# The reference TF code (and torchvision) uses BN eps 1e-3, momentum 0.01 (TF decay 0.99).
+_v3_conv = partial(ConvBNAct, bn_eps=1e-3, bn_momentum=0.01)
+
+
 class V3Block(nn.Module):
     """Fig. 4: expand 1x1 -> depthwise kxk -> [SE with hard-sigmoid gate] -> linear 1x1.
 
@@ -335,13 +340,13 @@ class V3Block(nn.Module):
         self.use_res_connect = row.stride == 1 and in_channels == out
         layers: list[nn.Module] = []
         if expanded != in_channels:
-            layers.append(ConvBNAct(in_channels, expanded, 1, act_layer=act, **_V3_BN))
-        layers.append(ConvBNAct(expanded, expanded, row.kernel, row.stride, groups=expanded,
-                                act_layer=act, **_V3_BN))
+            layers.append(_v3_conv(in_channels, expanded, 1, act_layer=act))
+        layers.append(_v3_conv(expanded, expanded, row.kernel, row.stride, groups=expanded,
+                               act_layer=act))
         if row.se:
             squeeze = make_divisible(expanded // 4, _WIDTH_DIVISOR)
             layers.append(SqueezeExcite(expanded, squeeze, nn.ReLU, nn.Hardsigmoid))
-        layers.append(ConvBNAct(expanded, out, 1, act_layer=None, **_V3_BN))
+        layers.append(_v3_conv(expanded, out, 1, act_layer=None))
         self.block = nn.Sequential(*layers)
         self.out_channels = out
 
@@ -349,9 +354,6 @@ class V3Block(nn.Module):
         out = self.block(x)
         return out + x if self.use_res_connect else out
 
-
-# The reference TF code (and torchvision) uses BN eps 1e-3, momentum 0.01 (TF decay 0.99).
-_V3_BN = {"bn_eps": 1e-3, "bn_momentum": 0.01}
 
 
 class MobileNetV3(Classifier):
@@ -371,7 +373,7 @@ class MobileNetV3(Classifier):
 
         channels = width(16)
         layers: list[nn.Module] = [
-            ConvBNAct(in_chans, channels, 3, 2, act_layer=nn.Hardswish, **_V3_BN)
+            _v3_conv(in_chans, channels, 3, 2, act_layer=nn.Hardswish)
         ]
         strides, widths = [2], [channels]
         for row in rows:
@@ -381,7 +383,7 @@ class MobileNetV3(Classifier):
             strides.append(row.stride)
             widths.append(out)
         last_conv = 6 * channels
-        layers.append(ConvBNAct(channels, last_conv, 1, act_layer=nn.Hardswish, **_V3_BN))
+        layers.append(_v3_conv(channels, last_conv, 1, act_layer=nn.Hardswish))
         strides.append(1)
         widths.append(last_conv)
         self.features = nn.Sequential(*layers)
@@ -425,11 +427,11 @@ def mobilenet_v3_large(*, width_mult: float = 1.0, **kwargs) -> MobileNetV3:
 
 @register_model(
     **_V3,
-    params=2_542_856,  # Table 4: 2.5M
-    macs=57_000_000,  # Table 4: 56M MAdds; torchvision 0.057 GFLOPs
-    top1_error=100 - 67.668,  # Table 4: 67.4%
+    params=2_542_856,  # Table 3: 2.5M
+    macs=57_000_000,  # Table 3: 56M MAdds; torchvision 0.057 GFLOPs
+    top1_error=100 - 67.668,  # Table 3: 67.4%
     top5_error=100 - 87.402,
-    error_source="torchvision reference (paper Table 4: 67.4% top-1)",
+    error_source="torchvision reference (paper Table 3: 67.4% top-1)",
 )
 def mobilenet_v3_small(*, width_mult: float = 1.0, **kwargs) -> MobileNetV3:
     return MobileNetV3(V3_SMALL, 1024, width_mult=width_mult, **kwargs)

@@ -99,6 +99,11 @@ class ResNet(Classifier):
     2016b: BN-ReLU-conv units and a final BN-ReLU before pooling).
     """
 
+    layer1: nn.Sequential
+    layer2: nn.Sequential
+    layer3: nn.Sequential
+    layer4: nn.Sequential
+
     def __init__(
         self,
         spec: ResNetSpec,
@@ -145,8 +150,8 @@ class ResNet(Classifier):
             )
         self.num_features = channels
         # He et al. 2016b: the last unit is followed by an extra BN-ReLU before pooling.
-        self.final_norm = nn.BatchNorm2d(channels) if preact else None
-        self.final_act = nn.ReLU(inplace=True) if preact else None
+        self.final_norm = nn.BatchNorm2d(channels) if preact else nn.Identity()
+        self.final_act = nn.ReLU(inplace=True) if preact else nn.Identity()
         if preact:
             self.feature_info[-1]["module"] = "final_act"
         self.avgpool = nn.AdaptiveAvgPool2d(1)
@@ -156,9 +161,7 @@ class ResNet(Classifier):
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
         x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
-        if self.final_norm is not None:
-            x = self.final_act(self.final_norm(x))
-        return x
+        return self.final_act(self.final_norm(x))
 
     def forward_head(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc(torch.flatten(self.avgpool(x), 1))
@@ -328,9 +331,9 @@ def se_resnext50_32x4d(**kwargs) -> ResNet:
 
 # --- Pre-activation ResNets (He et al. 2016b, Fig. 4e, ImageNet section) --------------------
 
-_PREACT = ("no count or FLOPs published: params are derived from the layers (test_resnet.py); "
-           "stride on the 3x3 as in fb.resnet.torch's preresnet, which the paper's ImageNet "
-           "models used; projection shortcuts are bare 1x1 convs on the activated input",)
+_PREACT = ("no count or FLOPs published: params are derived from the layers (test_resnet.py)",
+           "stride on the 3x3 and bare 1x1 projection shortcuts on the activated input, as in "
+           "fb.resnet.torch's preresnet (the paper's ImageNet layout is not tabulated)",)
 
 
 @register_model(**_paper_info(11_687_720, paper=HE_2016B, deviations=_PREACT))

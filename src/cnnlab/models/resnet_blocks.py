@@ -24,6 +24,7 @@ __all__ = [
     "Bottleneck",
     "PreActBasicBlock",
     "PreActBottleneck",
+    "ShortcutFn",
     "ZeroPadShortcut",
     "conv_bn_shortcut",
     "conv_shortcut",

@@ -21,6 +21,7 @@ from cnnlab.models.resnet_blocks import (
     Bottleneck,
     PreActBasicBlock,
     PreActBottleneck,
+    ShortcutFn,
     ZeroPadShortcut,
     conv_bn_shortcut,
     conv_shortcut,
@@ -70,7 +71,7 @@ class CifarNetSpec:
     preact: bool = False
 
 
-def _shortcut_fn(shortcut: str, preact: bool):  # type: ignore[no-untyped-def]
+def _shortcut_fn(shortcut: str, preact: bool) -> ShortcutFn:
     if shortcut == "A":
         return ZeroPadShortcut
     if shortcut == "B":
@@ -88,6 +89,10 @@ class CifarResNet(Classifier):
     ``shortcut="A"`` is Sec. 3.3's option A (zero-padded strided identity, no parameters),
     ``"B"`` a 1x1 projection where the shape changes.
     """
+
+    layer1: nn.Sequential
+    layer2: nn.Sequential
+    layer3: nn.Sequential
 
     def __init__(
         self,
@@ -116,10 +121,10 @@ class CifarResNet(Classifier):
                              "option; post-activation nets take none")
         stem = spec.stem_channels
         self.conv1 = nn.Conv2d(in_chans, stem, 3, 1, 1, bias=False)
-        self.bn1 = None if spec.preact else nn.BatchNorm2d(stem)
-        self.relu = None if spec.preact else nn.ReLU(inplace=True)
-        self.feature_info = [{"channels": stem, "reduction": 1,
-                              "module": "conv1" if spec.preact else "relu"}]
+        # Pre-activation nets: the stem's BN-ReLU is the first unit's (shared) pre-activation.
+        self.bn1 = nn.Identity() if spec.preact else nn.BatchNorm2d(stem)
+        self.relu = nn.Identity() if spec.preact else nn.ReLU(inplace=True)
+        self.feature_info = [{"channels": stem, "reduction": 1, "module": "relu"}]
         n = spec.blocks_per_stage
         rates = linear_drop_path_rates(drop_path_rate, 3 * n)
         channels = stem
@@ -134,8 +139,8 @@ class CifarResNet(Classifier):
             self.feature_info.append(
                 {"channels": channels, "reduction": 2**i, "module": f"layer{i + 1}"}
             )
-        self.final_norm = nn.BatchNorm2d(channels) if spec.preact else None
-        self.final_act = nn.ReLU(inplace=True) if spec.preact else None
+        self.final_norm = nn.BatchNorm2d(channels) if spec.preact else nn.Identity()
+        self.final_act = nn.ReLU(inplace=True) if spec.preact else nn.Identity()
         if spec.preact:
             self.feature_info[-1]["module"] = "final_act"
         self.num_features = channels
@@ -144,13 +149,9 @@ class CifarResNet(Classifier):
         he_init(self, zero_init_residual)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.conv1(x)
-        if self.bn1 is not None:
-            x = self.relu(self.bn1(x))
+        x = self.relu(self.bn1(self.conv1(x)))
         x = self.layer3(self.layer2(self.layer1(x)))
-        if self.final_norm is not None:
-            x = self.final_act(self.final_norm(x))
-        return x
+        return self.final_act(self.final_norm(x))
 
     def forward_head(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc(torch.flatten(self.avgpool(x), 1))
@@ -245,11 +246,11 @@ def preact_resnet110(**kwargs) -> CifarResNet:
 
 @register_model(**_cifar_info(
     1_703_258, paper=HE_2016B, error=5.46, source=_PREACT_SOURCE,
-    deviations=("convolutions without biases (BN follows each one)",),
 ))
 def preact_resnet164(**kwargs) -> CifarResNet:
-    # resnet-1k-layers: bottlenecks 16->64, 128, 256 outputs, stride on the first 1x1,
-    # projection shortcuts (a bare 1x1 conv) where the shape changes.
+    # As the paper's released code (KaimingHe/resnet-1k-layers): bottlenecks with 64/128/256
+    # outputs, stride on the first 1x1, a bare 1x1 projection where the shape changes, the
+    # BN-ReLU shared with it there, no conv biases.
     kwargs.setdefault("shortcut", "B")
     kwargs.setdefault("stride_in_1x1", True)
     return CifarResNet(CifarNetSpec("bottleneck", 18, preact=True), **kwargs)
@@ -407,14 +408,15 @@ def ror3_resnet110(**kwargs) -> RoRCifar:
 # --- ResNet in ResNet (Targ, Almeida, Lyons 2016) ---------------------------------------------
 
 class RiRBlock(nn.Module):
-    """Two "ResNet Init" layers inside one residual block (Targ et al. 2016, Fig. 1d).
+    """Two "ResNet Init" layers inside one residual block (Targ et al. 2016, Eq. 1, Fig. 1d).
 
-    Each layer maps the residual stream r and the transient stream t (concatenated as
-    [r, t]) with one 3x3 convolution over both, which is the paper's four convolutions
-    W_rr, W_tr (into r) and W_rt, W_tt (into t) in one weight; BN then ReLU. The residual
-    stream adds the block's shortcut s(r) (identity, or 1x1 conv + BN when the shape
-    changes) in the first layer and the first layer's r plus s(r) in the second; the
-    transient stream has no shortcut.
+    A ResNet Init layer maps the residual stream r and the transient stream t:
+    r' = BN-ReLU(conv(r, W_rr) + conv(t, W_tr) + shortcut(r)), t' = BN-ReLU(conv(r, W_rt) +
+    conv(t, W_tt)). With the streams concatenated as [r, t], the four convolutions are one
+    3x3 convolution over both (same weights, same count). The block wraps two such layers in
+    a ResNet block: the block's shortcut s(r) (identity, or 1x1 conv + BN where the shape
+    changes) is the first layer's residual-stream shortcut and is added again after the
+    second layer's BN, before its ReLU; the transient stream has no shortcut.
     """
 
     def __init__(self, in_channels: int, channels: int, stride: int) -> None:
@@ -427,16 +429,17 @@ class RiRBlock(nn.Module):
         self.bn2 = nn.BatchNorm2d(2 * channels)
         changes = stride != 1 or in_channels != channels
         self.shortcut = conv_bn_shortcut(in_channels, channels, stride) if changes else None
-        self.relu = nn.ReLU()  # acts on slices of the BN output: not in place
+        self.relu = nn.ReLU(inplace=True)
+
+    def _add_to_residual(self, h: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
+        return torch.cat([h[:, : self.channels] + r, h[:, self.channels:]], 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        c = self.channels
         r = x[:, : self.in_channels]
         s = r if self.shortcut is None else self.shortcut(r)
-        h = self.bn1(self.conv1(x))
-        r1, t1 = self.relu(h[:, :c] + s), self.relu(h[:, c:])
-        h = self.bn2(self.conv2(torch.cat([r1, t1], 1)))
-        return torch.cat([self.relu(h[:, :c] + r1 + s), self.relu(h[:, c:])], 1)
+        h = self.relu(self.bn1(self._add_to_residual(self.conv1(x), s)))  # [r1, t1]
+        h = self.bn2(self._add_to_residual(self.conv2(h), h[:, : self.channels]))
+        return self.relu(self._add_to_residual(h, s))
 
 
 class RiRCifar(Classifier):
@@ -447,6 +450,10 @@ class RiRCifar(Classifier):
     average pool over both streams, FC. The paper does not tabulate the layers; this
     layout has 9,659,818 parameters against the paper's 10.3M (see ``deviations``).
     """
+
+    layer1: nn.Sequential
+    layer2: nn.Sequential
+    layer3: nn.Sequential
 
     def __init__(self, num_classes: int = 10, in_chans: int = 3, *,
                  widths: tuple[int, int, int] = (48, 96, 192), blocks_per_stage: int = 3,
@@ -484,9 +491,11 @@ class RiRCifar(Classifier):
 
 @register_model(**_cifar_info(
     9_659_818, paper=TARG_2016, error=5.01,
-    source="Targ et al. 2016, Table 2 (CIFAR-10+, RiR 18-layer + wide)",
+    source="Targ et al. 2016 (CIFAR-10+, 18-layer + wide RiR)",
     deviations=("layer layout is our reading of the paper (not tabulated there): 9.66M "
                 "parameters against the paper's 10.3M",
+                "the block's outer shortcut is added after the second layer's BN, before "
+                "its ReLU (our reading of Fig. 1d)",
                 "the four stream-to-stream convolutions of a layer are one conv over [r, t]",),
 ))
 def rir_cifar(**kwargs) -> RiRCifar:
