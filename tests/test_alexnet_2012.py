@@ -126,3 +126,23 @@ def test_takes_exactly_227():
     model = build_on_meta("alexnet_2012")
     with pytest.raises(ValueError, match=r"alexnet_2012.*3x227x227.*224, 224"):
         model(torch.empty(1, 3, 224, 224, device="meta"))
+
+
+def test_neuron_counts_of_fig_2_caption():
+    # Fig. 2: "253,440-186,624-64,896-64,896-43,264-4096-4096-1000" neurons per layer. All but
+    # the first are the conv outputs 27^2*256, 13^2*384, 13^2*384, 13^2*256; conv1 at 227 has
+    # 55^2*96 = 290,400 (253,440 matches no square map of 96 channels: the caption's known
+    # slip). Total: the abstract's "650,000 neurons".
+    model = build_on_meta("alexnet_2012").eval()
+    counts = {}
+    names = ("relu1", "relu2", "relu3", "relu4", "relu5")
+    for name in names:
+        getattr(model.features, name).register_forward_hook(
+            lambda _m, _i, out, name=name: counts.__setitem__(name, out[0].numel()))
+    model(torch.empty(1, 3, 227, 227, device="meta"))
+    assert [counts[n] for n in names[1:]] == [186_624, 64_896, 64_896, 43_264]
+    assert counts["relu1"] == 55 * 55 * 96 == 290_400
+    assert all(253_440 != 96 * s * s for s in range(1, 100))
+    total = sum(counts.values()) + 4096 + 4096 + 1000
+    assert total == 290_400 + 186_624 + 2 * 64_896 + 43_264 + 2 * 4096 + 1000 == 659_272
+    assert abs(total - 650_000) / 650_000 < 0.02

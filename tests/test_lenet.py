@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import cnnlab
-from cnnlab.models.lenet import ScaledTanh, TrainableSubsampling
+from cnnlab.models.lenet import ScaledTanh, TrainableSubsampling, map_criterion
 
 from zoo_helpers import count_params
 
@@ -213,3 +213,16 @@ def test_mnist_models_declare_dataset_recipe_and_paper_error():
         "mnist", "lecun1998", 0.95, (1, 32, 32))
     for name in ("lenet5_modern", "lenet_lecture"):
         assert cnnlab.model_info(name).input_size == (1, 28, 28)
+
+
+def test_map_criterion_is_eq_9_and_tends_to_cross_entropy():
+    torch.manual_seed(0)
+    y = torch.rand(4, 10) * 50  # RBF distances
+    targets = torch.tensor([3, 0, 9, 5])
+    j = 7.0
+    expected = sum(y[p, targets[p]] + torch.log(torch.exp(torch.tensor(-j))
+                                                + torch.exp(-y[p]).sum()) for p in range(4)) / 4
+    torch.testing.assert_close(map_criterion(-y, targets, j=j), expected)
+    ce = torch.nn.functional.cross_entropy(-y, targets)
+    assert map_criterion(-y, targets, j=j) > ce  # the rubbish class only adds to the log-sum
+    torch.testing.assert_close(map_criterion(-y, targets, j=1e4), ce)

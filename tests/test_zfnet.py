@@ -59,3 +59,16 @@ def test_layer_order_pool_then_contrast_norm_and_init():
 def test_needs_224():
     with pytest.raises(ValueError, match="zfnet.*3x224x224"):
         build_on_meta("zfnet")(torch.empty(1, 3, 227, 227, device="meta"))
+
+
+def test_variant_b_widens_layers_3_to_5():
+    # Table 2 (b): "layers 3,4,5: 512,1024,512 maps"
+    layers = [
+        conv_params(3, 96, 7), conv_params(96, 256, 5),
+        conv_params(256, 512, 3), conv_params(512, 1024, 3), conv_params(1024, 512, 3),
+        fc_params(6 * 6 * 512, 4096), fc_params(4096, 4096), fc_params(4096, 1000),
+    ]
+    model = build_on_meta("zfnet_b")
+    assert count_params(model) == sum(layers) == cnnlab.model_info("zfnet_b").params
+    out = model.forward_features(torch.empty(1, 3, 224, 224, device="meta"))
+    assert tuple(out.shape[1:]) == (512, 6, 6)

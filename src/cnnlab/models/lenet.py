@@ -34,6 +34,7 @@ __all__ = [
     "LeNetModern",
     "ScaledTanh",
     "TrainableSubsampling",
+    "map_criterion",
 ]
 
 LECUN_1998 = Paper(
@@ -99,6 +100,9 @@ class ScaledTanh(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.amplitude * torch.tanh(self.slope * x)
 
+    def extra_repr(self) -> str:
+        return "A=1.7159, S=2/3"
+
 
 class TrainableSubsampling(nn.Module):
     """S2/S4: sum each non-overlapping 2x2 window, times a trainable coefficient per map,
@@ -112,6 +116,9 @@ class TrainableSubsampling(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         window_sum = F.avg_pool2d(x, 2) * 4
         return window_sum * self.weight.view(1, -1, 1, 1) + self.bias.view(1, -1, 1, 1)
+
+    def extra_repr(self) -> str:
+        return f"{self.weight.shape[0]}, window=2x2"
 
 
 class ConnectionTableConv2d(nn.Module):
@@ -176,6 +183,10 @@ class EuclideanRBF(nn.Module):
         diff = x.unsqueeze(1) - self.prototypes.unsqueeze(0)
         return diff.pow(2).sum(dim=-1)
 
+    def extra_repr(self) -> str:
+        classes, features = self.prototypes.shape
+        return f"{features} -> {classes}, fixed prototypes"
+
 
 class LeNet5(Classifier):
     """LeNet-5 as in LeCun et al. 1998, Section II.B and Fig. 2.
@@ -186,7 +197,8 @@ class LeNet5(Classifier):
     Logits: the model returns ``-y`` (minus the RBF distances), so argmax is the nearest
     prototype. The paper trains with the MAP criterion (Eq. 9),
     E = mean_p [ y_D(Z^p) + log(e^-j + sum_i e^-y_i(Z^p)) ]; cross-entropy on ``-y`` is exactly
-    that criterion without the constant "rubbish class" term e^-j (j -> infinity).
+    that criterion without the constant "rubbish class" term e^-j (j -> infinity);
+    :func:`map_criterion` is Eq. 9 itself.
 
     Init (Appendix A): every weight and bias uniform in +-2.4/F_in, F_in = the fan-in of the
     unit the connection belongs to.
@@ -251,6 +263,19 @@ class LeNet5(Classifier):
     def forward_head(self, x: torch.Tensor) -> torch.Tensor:
         distances = self.output(self.f6_act(self.f6(torch.flatten(x, 1))))
         return -distances
+
+
+def map_criterion(logits: torch.Tensor, targets: torch.Tensor, j: float = 10.0) -> torch.Tensor:
+    """The paper's MAP training criterion (Eq. 9) on ``lenet5``'s logits (= -RBF distances).
+
+    E = mean_p [ y_D + log(e^-j + sum_i e^-y_i) ]: it pulls the right class's distance down
+    and, through the log-sum, pushes the others up, with a "rubbish class" of fixed distance
+    j. As j grows it tends to cross-entropy on the logits. The paper does not state the j
+    it used; 10 is cnnlab's default.
+    """
+    rubbish = logits.new_full((logits.shape[0], 1), -j)
+    return (torch.logsumexp(torch.cat([rubbish, logits], dim=1), dim=1)
+            - logits.gather(1, targets.unsqueeze(1)).squeeze(1)).mean()
 
 
 def _uniform_per_map(param: torch.Tensor, bounds: Sequence[float]) -> None:

@@ -38,13 +38,23 @@ class ZFNet(Classifier):
     alpha=1e-4, beta=0.75) is used, after each pool as in Fig. 3.
     Init (Sec. 3.1): weights 1e-2 (read as N(0, 0.01)), biases 0. The paper's renormalisation
     of conv filters whose RMS exceeds 0.1 is a training-time step, not part of the model.
+
+    ``widths`` sets layers 3-5 (Table 2's variant (b) is 512, 1024, 512: ``zfnet_b``).
     """
 
     fixed_input_size = (224, 224)  # layer 6 takes exactly 256x6x6
 
-    def __init__(self, num_classes: int = 1000, in_chans: int = 3, *, dropout: float = 0.5):
+    def __init__(
+        self,
+        num_classes: int = 1000,
+        in_chans: int = 3,
+        *,
+        widths: tuple[int, int, int] = (384, 384, 256),
+        dropout: float = 0.5,
+    ) -> None:
         super().__init__()
         self.in_chans = in_chans
+        w3, w4, w5 = widths
         self.features = nn.Sequential(OrderedDict(
             conv1=nn.Conv2d(in_chans, 96, kernel_size=7, stride=2, padding=1),
             relu1=nn.ReLU(inplace=True),
@@ -54,16 +64,16 @@ class ZFNet(Classifier):
             relu2=nn.ReLU(inplace=True),
             pool2=nn.MaxPool2d(kernel_size=3, stride=2, ceil_mode=True),
             norm2=paper_lrn(),
-            conv3=nn.Conv2d(256, 384, kernel_size=3, padding=1),
+            conv3=nn.Conv2d(256, w3, kernel_size=3, padding=1),
             relu3=nn.ReLU(inplace=True),
-            conv4=nn.Conv2d(384, 384, kernel_size=3, padding=1),
+            conv4=nn.Conv2d(w3, w4, kernel_size=3, padding=1),
             relu4=nn.ReLU(inplace=True),
-            conv5=nn.Conv2d(384, 256, kernel_size=3, padding=1),
+            conv5=nn.Conv2d(w4, w5, kernel_size=3, padding=1),
             relu5=nn.ReLU(inplace=True),
             pool5=nn.MaxPool2d(kernel_size=3, stride=2, ceil_mode=True),
         ))
         self.classifier = nn.Sequential(OrderedDict(
-            fc6=nn.Linear(256 * 6 * 6, 4096),
+            fc6=nn.Linear(w5 * 6 * 6, 4096),
             relu6=nn.ReLU(inplace=True),
             drop6=nn.Dropout(p=dropout),
             fc7=nn.Linear(4096, 4096),
@@ -75,7 +85,7 @@ class ZFNet(Classifier):
             {"channels": 96, "reduction": 2, "module": "features.relu1"},
             {"channels": 96, "reduction": 4, "module": "features.norm1"},
             {"channels": 256, "reduction": 16, "module": "features.norm2"},
-            {"channels": 256, "reduction": 32, "module": "features.pool5"},
+            {"channels": w5, "reduction": 32, "module": "features.pool5"},
         ]
         for m in self.modules():
             if isinstance(m, (nn.Conv2d, nn.Linear)):
@@ -111,3 +121,27 @@ class ZFNet(Classifier):
 )
 def zfnet(**kwargs) -> ZFNet:
     return ZFNet(**kwargs)
+
+
+@register_model(
+    family="zfnet",
+    paper=ZEILER_2014,
+    input_size=(3, 224, 224),
+    dataset="imagenet",
+    num_classes=1000,
+    params=107_627_624,
+    top1_error=37.5,
+    top5_error=16.0,
+    error_source=(
+        "Zeiler & Fergus 2014 (ECCV), Table 2: '1 convnet as per Fig. 3 but with layers 3,4,5: "
+        "512,1024,512 maps - (b)', ILSVRC-2012 val"
+    ),
+    recipe="zeiler2014",
+    deviations=(
+        "padding and ceil-mode pooling chosen to reproduce Fig. 3's map sizes (not stated)",
+        "contrast normalisation as AlexNet's LRN constants (the paper gives none)",
+    ),
+)
+def zfnet_b(**kwargs) -> ZFNet:
+    """Table 2's (b): layers 3, 4, 5 widened to 512, 1024, 512 (the lectures' "ZFNet")."""
+    return ZFNet(widths=(512, 1024, 512), **kwargs)
