@@ -115,6 +115,17 @@ class WithSE(nn.Module):
         return self.se(self.conv(x))
 
 
+class OptionA(nn.Module):
+    """ResNet's CIFAR option-A shortcut: subsample by slicing, pad channels with zeros."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(2, 4, 3, stride=2, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(x) + F.pad(x[:, :, ::2, ::2], (0, 0, 0, 0, 1, 1))
+
+
 class Stem(nn.Module):
     def __init__(self) -> None:
         super().__init__()
@@ -125,7 +136,7 @@ class Stem(nn.Module):
         return self.body(x)
 
 
-@pytest.mark.parametrize("cls", [Residual, Concat, Dilated, WithSE, Stem])
+@pytest.mark.parametrize("cls", [Residual, Concat, Dilated, WithSE, OptionA, Stem])
 @pytest.mark.parametrize("n", [16, 37, 64])
 def test_small_models_match_gradient_ground_truth(cls, n):
     model = make_additive(cls())
@@ -134,6 +145,18 @@ def test_small_models_match_gradient_ground_truth(cls, n):
     out_hw = model(torch.zeros(1, 2, n, n)).shape[-2:]
     expected = analyser_extent(rf, out_hw, n)
     assert gradient_extent(model, 2, n) == expected
+
+
+def test_offset_slice_matches_gradient_ground_truth():
+    class Offset(nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return F.avg_pool2d(x[:, :, 1::2, 3::2], 3)
+
+    model, n = Offset(), 48
+    rf = summarize(model, (1, n, n)).receptive_field
+    assert rf.jumps == (6, 6) and rf.starts == (3.0, 5.0)  # 1 + 1·2, 3 + 1·2
+    out_hw = model(torch.zeros(1, 1, n, n)).shape[-2:]
+    assert gradient_extent(model, 1, n) == analyser_extent(rf, out_hw, n)
 
 
 def test_se_gate_makes_the_field_global():

@@ -258,3 +258,47 @@ def test_shapes_equal_real_forward(model_and_size):
         h.remove()
     s = summarize(model, (c_in, n, n), batch_size=batch)
     assert {r.name: r.output_shape for r in s.layers if r.kind == "layer"} == real
+
+
+# -- the analyser's shortcuts for slow meta kernels agree with PyTorch's ----------------------
+
+FAST_CASES = [
+    (torch.ops.aten.native_batch_norm.default, "bn", False),
+    (torch.ops.aten._native_batch_norm_legit_no_training.default, "bn_legit", False),
+    (torch.ops.aten.relu_.default, "unary", True),
+    (torch.ops.aten.relu.default, "unary", False),
+    (torch.ops.aten.sigmoid.default, "unary", False),
+    (torch.ops.aten.add.Tensor, "binary", False),
+    (torch.ops.aten.mul.Tensor, "binary", False),
+    (torch.ops.aten.add_.Tensor, "binary", True),
+]
+
+
+@pytest.mark.parametrize(("func", "kind", "inplace"), FAST_CASES)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_fast_meta_outputs_equal_pytorch_meta(func, kind, inplace, dtype, channels_last):
+    from cnnlab.analysis.summary import _fast_meta
+
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    x = torch.empty(2, 3, 5, 4, device="meta", dtype=dtype).to(memory_format=fmt)
+    w = torch.empty(3, device="meta")
+    args = {"bn": (x, w, w, w, w, False, 0.1, 1e-5), "bn_legit": (x, w, w, w, w, 0.1, 1e-5),
+            "unary": (x,), "binary": (x, torch.empty_like(x))}[kind]
+    fast, real = _fast_meta(func, args, {}), func(*args)
+    assert fast is not None
+    if inplace:
+        assert fast is x and real is x
+    for f, r in zip(fast if isinstance(fast, tuple) else (fast,),
+                    real if isinstance(real, tuple) else (real,), strict=True):
+        assert (f.shape, f.dtype, f.stride()) == (r.shape, r.dtype, r.stride())
+
+
+def test_fast_meta_declines_broadcasts_and_comparisons():
+    from cnnlab.analysis.summary import _fast_meta
+
+    x = torch.empty(2, 3, 4, 4, device="meta")
+    assert _fast_meta(torch.ops.aten.mul.Tensor, (x, torch.empty(2, 3, 1, 1, device="meta")),
+                      {}) is None
+    assert _fast_meta(torch.ops.aten.eq.Tensor, (x, torch.empty_like(x)), {}) is None
+    assert _fast_meta(torch.ops.aten.add.Tensor, (x, 1.5), {}) is None

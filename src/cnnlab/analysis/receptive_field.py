@@ -309,13 +309,18 @@ def _split(rf: TensorRF, t: torch.Tensor, packet: Any, args: Sequence[Any],
     nd = t.dim()
     if not rf.spatial or dim % nd < nd - 2:
         return rf  # channel or batch split: the map is untouched
-    if packet is aten.slice and (args[4] if len(args) > 4 else 1) == 1:
+    if packet is aten.slice:
+        # x[..., start::step] (e.g. the option-A shortcut's x[:, :, ::2, ::2]): unit i of
+        # the result is unit start + i·step of the input.
+        size = t.shape[dim]
         start = args[2] if len(args) > 2 and args[2] is not None else 0
-        if 0 <= start <= t.shape[dim]:
-            axes = list(rf.axes)
-            i = 0 if dim % nd == nd - 2 else 1
-            axes[i] = axes[i].shift(start)
-            return TensorRF(tuple(axes), True)  # type: ignore[arg-type]
+        start = min(max(start + size if start < 0 else start, 0), size)
+        step = args[4] if len(args) > 4 else 1
+        axes = list(rf.axes)
+        i = 0 if dim % nd == nd - 2 else 1
+        a = axes[i].shift(start)
+        axes[i] = Axis(a.lo, a.hi, a.jump * step, a.clo, a.chi)
+        return TensorRF(tuple(axes), True)  # type: ignore[arg-type]
     raise NoRule("splitting or indexing along H or W")
 
 

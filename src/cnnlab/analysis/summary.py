@@ -264,6 +264,9 @@ class _Tracer(TorchDispatchMode):
         """Run an op on meta tensors, reusing the output shapes of an identical earlier call:
         PyTorch's meta kernels for BN and elementwise ops are Python and dominate the time,
         and deep nets repeat the same call many times. Views are always run (they alias)."""
+        fast = _fast_meta(func, args, kwargs)
+        if fast is not None:
+            return fast
         key = None if func.is_view else _signature((func, args, kwargs))
         spec = self.cache.get(key) if key is not None else None
         if spec is not None:
@@ -292,6 +295,40 @@ class _Tracer(TorchDispatchMode):
             where = self.stack[-1].name if self.stack else "(top level)"
             self.unaccounted.append(f"{where or '(root)'}: {func} ({why}; receptive field lost)")
             return _UNKNOWN
+
+
+_BATCH_NORMS = {torch.ops.aten.native_batch_norm.default,
+                torch.ops.aten._native_batch_norm_legit_no_training.default}
+
+
+_A = torch.ops.aten
+# Elementwise ops whose output has the input's shape, strides and (floating) dtype.
+_SAME_DTYPE = {_A.add, _A.sub, _A.mul, _A.div, _A.relu, _A.sigmoid, _A.tanh, _A.silu, _A.gelu,
+               _A.hardswish, _A.hardsigmoid, _A.mish, _A.elu, _A.leaky_relu}
+
+
+def _fast_meta(func: Any, args: Any, kwargs: dict[str, Any]) -> Any:
+    """Outputs of the commonest ops built directly, where PyTorch's meta kernels are slow
+    Python (checked against them in tests/test_analysis_summary.py); None otherwise."""
+    x = args[0] if args else None
+    if not isinstance(x, torch.Tensor) or x.device.type != "meta" or kwargs:
+        return None
+    if func in _BATCH_NORMS:
+        stats = torch.float32 if x.dtype in (torch.float16, torch.bfloat16) else x.dtype
+        c = x.shape[1]
+        return (torch.empty_like(x), torch.empty(c, dtype=stats, device="meta"),
+                torch.empty(c, dtype=stats, device="meta"))
+    if torch.Tag.pointwise not in func.tags:
+        return None
+    others = [a for a in args[1:] if isinstance(a, torch.Tensor)]
+    if any(o.shape != x.shape or o.dtype != x.dtype or o.stride() != x.stride()
+           for o in others) or any(isinstance(a, (float, complex)) for a in args[1:]):
+        return None  # broadcasting or type promotion: let PyTorch decide
+    if torch.Tag.inplace in func.tags:
+        return x
+    if func._overloadpacket in _SAME_DTYPE and x.is_floating_point():
+        return torch.empty_like(x)
+    return None
 
 
 _HASHABLE = (int, float, bool, str, type(None), torch.dtype, torch.memory_format, torch.layout,

@@ -1,0 +1,87 @@
+"""`cnnlab summary | rf | erf | calc conv`: formats, numbers and one-line errors."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+
+import pytest
+
+from cnnlab.cli import main
+
+
+def run(capsys, *argv):
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_summary_json_has_rows_totals_and_conventions(capsys):
+    code, out, _ = run(capsys, "summary", "alexnet", "--format", "json")
+    assert code == 0
+    data = json.loads(out)
+    assert data["totals"]["params"] == 61_100_840
+    assert data["totals"]["receptive_field"]["size"] == 195
+    conv1 = next(r for r in data["rows"] if r["name"] == "features.0")
+    # 64 filters of 11x11x3 on a 224 input with padding 2: (224+4-11)//4+1 = 55
+    assert conv1["output_shape"] == [1, 64, 55, 55]
+    assert conv1["macs"] == 55 * 55 * 64 * 11 * 11 * 3
+    assert "FLOPs = 2 x MACs" in data["conventions"]
+
+
+def test_summary_csv_and_markdown_and_table(capsys):
+    code, out, _ = run(capsys, "summary", "alexnet", "--format", "csv", "--depth", "1")
+    assert code == 0
+    rows = list(csv.reader(io.StringIO(out)))
+    assert [r[0] for r in rows[1:]] == ["input", "features", "avgpool", "classifier"]
+    code, out, _ = run(capsys, "summary", "alexnet", "--format", "markdown", "--batch", "2")
+    assert code == 0 and "| features.0 | Conv2d | 2x64x55x55 |" in out
+    code, out, _ = run(capsys, "summary", "alexnet", "--dtype", "fp16")
+    assert code == 0 and "61,100,840" in out and "float16" in out
+
+
+def test_rf_lists_stages(capsys):
+    code, out, _ = run(capsys, "rf", "alexnet", "--input", "3x224x224")
+    assert code == 0
+    assert "features.12" in out and "195" in out
+
+
+def test_erf_writes_png(capsys, tmp_path):
+    png = tmp_path / "erf.png"
+    code, out, _ = run(capsys, "erf", "alexnet", "--layer", "features.5", "--input", "3x95x95",
+                       "--samples", "1", "--out", str(png))
+    assert code == 0 and "radius" in out and "theoretical field 67 px" in out
+    assert png.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_calc_conv_lecture_numbers(capsys):
+    code, out, _ = run(capsys, "calc", "conv", "--n", "227", "--k", "11", "--s", "4",
+                       "--c-in", "3", "--c-out", "96")
+    assert code == 0
+    assert "= 55" in out and "34,944" in out and "290,400" in out
+    code, out, _ = run(capsys, "calc", "conv", "--n", "7", "--k", "3", "--s", "3")
+    assert code == 0 and "= 2" in out and "floored" in out
+
+
+@pytest.mark.parametrize(
+    ("argv", "match"),
+    [
+        (["summary", "alexnet", "--input", "3x224"], "too small"),  # read as HxW = 3x224
+        (["summary", "alexnet", "--input", "3by224"], "must look like"),
+        (["summary", "alexnet", "--input", "3x0x224"], "positive"),
+        (["summary", "alexnet", "--input", "3x-5x224"], "positive"),
+        (["summary", "alexnet", "--input", "3x32x32"], "too small"),
+        (["summary", "alexnet", "--batch", "0"], "positive integer"),
+        (["summary", "nosuchnet"], "unknown model"),
+        (["rf", "alexnet", "--input", "x"], "must look like"),
+        (["erf", "alexnet", "--layer", "nope"], "no layer named"),
+        (["calc", "conv", "--n", "3", "--k", "5"], "smaller than 1"),
+        (["calc", "conv", "--n", "0", "--k", "5"], "positive integer"),
+    ],
+)
+def test_bad_input_is_one_line_exit_2(capsys, argv, match):
+    code, _, err = run(capsys, *argv)
+    assert code == 2
+    assert err.count("\n") == 1 and err.startswith("cnnlab: error:")
+    assert match in err
