@@ -177,3 +177,41 @@ def test_lenet5_gets_mnist_centred_in_32x32_on_background():
     border = torch.ones(32, 32, dtype=torch.bool)
     border[2:30, 2:30] = False
     assert torch.all(y[:, :, border] == -2.0)
+
+
+@pytest.fixture(scope="module")
+def rgb_folder(tmp_path_factory):
+    """train/ and val/ folders of three colour classes, 40x44 PNGs (not the model's size)."""
+    import numpy as np
+    from PIL import Image
+
+    root = tmp_path_factory.mktemp("folder")
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 16), ("val", 6)):
+        for ci, name in enumerate("rgb"):
+            (root / split / name).mkdir(parents=True)
+            for i in range(n):
+                a = rng.integers(0, 80, (40, 44, 3), dtype=np.uint8)
+                a[:, :, ci] += 150
+                Image.fromarray(a).save(root / split / name / f"{i}.png")
+    return root
+
+
+def test_image_folder_trains_and_evaluates_ten_crop(rgb_folder, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["train", "resnet20", "--data", "folder", "--root", str(rgb_folder),
+                 "--recipe", "fast_cpu", "--batch-size", "8", "--epochs", "2",
+                 "--out", str(out), "--quiet", "--device", "cpu"]) == 0
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert "val_top1" in rows[-1] and "test_top1" not in rows[-1]  # test is val: once
+    capsys.readouterr()
+    assert main(["eval", str(out / "checkpoint.pt"), "--data", "folder", "--root",
+                 str(rgb_folder), "--ten-crop", "--device", "cpu"]) == 0
+    assert "18 images, 1 model, 10-crop" in capsys.readouterr().out
+
+
+def test_channel_mismatch_on_resume(rgb_folder, tmp_path, capsys):
+    ckpt = _foreign_checkpoint(tmp_path / "gray.pt", 10)
+    assert main(["train", "--resume", ckpt, "--data", "folder", "--root", str(rgb_folder),
+                 "--out", str(tmp_path / "r")]) == 2
+    _one_line_error(capsys, "lenet5_modern takes 1-channel images but folder has 3 channels")

@@ -110,10 +110,13 @@ def evaluate_checkpoints(
         kw: dict[str, Any] = dict(mean=m.run.get("mean", IMAGENET_MEAN),
                                   std=m.run.get("std", IMAGENET_STD), device=device)
         if not in_memory:
-            from cnnlab.train.run import _folder_sizing
+            from cnnlab.train.run import WORKERS, _folder_sizing
 
-            kw |= dict(sample_transform=_folder_sizing(round(_model_hw(m)[0] * 256 / 224))
-                       if ten_crop else _folder_sizing(_model_hw(m)[0]), num_workers=4)
+            side = _model_hw(m)[0]
+            # ten-crop: the whole central 256x256 (for 224 crops), as Krizhevsky et al. 2012
+            sizing = (_folder_sizing(round(side * 256 / 224), round(side * 256 / 224))
+                      if ten_crop else _folder_sizing(side))
+            kw |= dict(sample_transform=sizing, num_workers=WORKERS)
         loader = make_loader(ds, batch_size, shuffle=False, **kw)
         chunks, ys = [], []
         for x, y in loader:

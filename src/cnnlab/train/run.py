@@ -7,6 +7,7 @@ size, and BatchNorm cannot train on batches of one image.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,6 +39,7 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 BatchTransform = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
+WORKERS = min(4, os.cpu_count() or 1)  # image-decoding processes for folder datasets
 
 
 @dataclass
@@ -185,10 +187,13 @@ def _loader(dataset: Any, batch_size: int, **kw: Any) -> Any:
     return make_loader(dataset, batch_size, **kw)
 
 
-def _folder_sizing(crop: int) -> Callable[[torch.Tensor, torch.Generator], torch.Tensor]:
+def _folder_sizing(crop: int, short: int | None = None
+                   ) -> Callable[[torch.Tensor, torch.Generator], torch.Tensor]:
+    """Per image in the workers: shorter side to ``short`` (default the 256/224 ratio of
+    the ImageNet papers), then the central ``crop``."""
     from cnnlab.data import transforms as T
 
-    short = round(crop * 256 / 224)
+    short = short or round(crop * 256 / 224)
 
     def sample(image: torch.Tensor, g: torch.Generator) -> torch.Tensor:
         return T.center_crop(T.resize(image[None], short), crop)[0]
@@ -256,7 +261,7 @@ def train(spec: RunSpec, console: Console | None = None, **fit_kw: Any) -> FitRe
         common = dict(mean=mean, std=std, device=device, seed=recipe.seed,
                       rank=ctx.rank, world_size=ctx.world_size)
         if crop is not None:
-            common |= dict(sample_transform=_folder_sizing(crop), num_workers=4)
+            common |= dict(sample_transform=_folder_sizing(crop), num_workers=WORKERS)
         train_loader = _loader(
             train_ds, recipe.batch_size, shuffle=True, drop_last=True,
             train_transform=train_transform(recipe, (c, h, w), train_ds if in_memory else None),
@@ -266,8 +271,10 @@ def train(spec: RunSpec, console: Console | None = None, **fit_kw: Any) -> FitRe
         eval_common = dict(common, rank=0, world_size=1)
         val_loader = (_loader(splits["val"], 256, shuffle=False, **eval_common)
                       if "val" in splits else None)
+        # ImageNet-style folders alias "test" to "val" (no public test labels): measure once.
+        has_test = "test" in splits and splits.get("test") is not splits.get("val")
         test_loader = (_loader(splits["test"], 256, shuffle=False, **eval_common)
-                       if "test" in splits else None)
+                       if has_test else None)
         run_info = {
             "model": model_name, "data": spec.data, "root": spec.root, "classes": classes,
             "num_classes": num_classes, "in_chans": in_chans, "image_size": [c, h, w],
