@@ -114,8 +114,8 @@ class EMA:
     @torch.no_grad()
     def update(self, model: nn.Module) -> None:
         src = unwrap(model)
-        ema_p = [p for p in self.model.parameters()]
-        src_p = [p.detach() for p in src.parameters()]
+        ema_p: list[torch.Tensor] = list(self.model.parameters())
+        src_p: list[torch.Tensor] = [p.detach() for p in src.parameters()]
         torch._foreach_lerp_(ema_p, src_p, 1.0 - self.decay)
         for b_ema, b in zip(self.model.buffers(), src.buffers(), strict=True):
             b_ema.copy_(b)
@@ -282,7 +282,7 @@ def fit(
 
     model.to(device)
     if recipe.channels_last:
-        model.to(memory_format=torch.channels_last)
+        model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     optimizer = build_optimizer(model, recipe)
     steps_per_epoch = len(train_loader)
     if steps_per_epoch == 0:
@@ -425,8 +425,8 @@ def fit(
                 "train_top5": 100.0 * totals[2] / n_all,
             }
             eval_model = ema.model if ema is not None else unwrap(model)
-            kw = dict(input_fit=input_fit, amp=recipe.amp, channels_last=recipe.channels_last,
-                      device=device)
+            kw: dict[str, Any] = dict(input_fit=input_fit, amp=recipe.amp,
+                                      channels_last=recipe.channels_last, device=device)
             final = epoch + 1 == recipe.epochs or step >= last_step
             if val_loader is not None:
                 m = evaluate(eval_model, val_loader, **kw)

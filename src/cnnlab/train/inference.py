@@ -161,10 +161,10 @@ def predict_images(path: str | Path, images: Sequence[str | Path], topk: int = 5
         if not file.is_file():
             raise FileNotFoundError(f"image {str(file)!r} does not exist")
         try:
-            with Image.open(file) as im:
-                im = im.convert("L" if c == 1 else "RGB")
-                x = torch.frombuffer(bytearray(im.tobytes()), dtype=torch.uint8)
-                x = x.view(im.height, im.width, c).permute(2, 0, 1)[None].contiguous()
+            with Image.open(file) as opened:
+                im = opened.convert("L" if c == 1 else "RGB")
+            x = torch.frombuffer(bytearray(im.tobytes()), dtype=torch.uint8)
+            x = x.view(im.height, im.width, c).permute(2, 0, 1)[None].contiguous()
         except OSError as exc:
             raise ValueError(f"{file}: not a readable image ({exc})") from None
         x = T.center_crop(T.resize(x, min(h, w)), (h, w))

@@ -115,7 +115,9 @@ class Recipe:
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> Recipe:
         known = {f.name for f in fields(cls)}
-        values = {k: tuple(v) if isinstance(v, list) else v for k, v in d.items() if k in known}
+        values: dict[str, Any] = {
+            k: tuple(v) if isinstance(v, list) else v for k, v in d.items() if k in known
+        }
         return cls(**values)
 
 
