@@ -215,3 +215,24 @@ def test_channel_mismatch_on_resume(rgb_folder, tmp_path, capsys):
     assert main(["train", "--resume", ckpt, "--data", "folder", "--root", str(rgb_folder),
                  "--out", str(tmp_path / "r")]) == 2
     _one_line_error(capsys, "lenet5_modern takes 1-channel images but folder has 3 channels")
+
+
+@pytest.mark.parametrize(("model", "first_lr"), [("resnet20", 0.1), ("resnet110", 0.01)])
+def test_he2016_cifar_recipe_end_to_end(model, first_lr, tmp_path):
+    """CIFAR-10 files in the official format: the 45k/5k-style split (scaled down), pad-4 crop
+    + flip, and lr 0.1, except ResNet-110, whose first steps run at the 0.01 warm-up rate
+    (it ends only after a step, once the running training error is below 80%)."""
+    from data_files import write_cifar10
+
+    write_cifar10(tmp_path / "c10", per_batch=10)  # 50 train, 10 test
+    out = tmp_path / model
+    assert main(["train", model, "--data", "cifar10", "--root", str(tmp_path / "c10"),
+                 "--batch-size", "8", "--set", "val_size=10", "max_steps=1",
+                 "--out", str(out), "--quiet", "--device", "cpu"]) == 0
+    ckpt = load_checkpoint(out / "checkpoint.pt")
+    assert ckpt["config"]["name"] == "he2016_cifar" and ckpt["step"] == 1
+    row = ckpt["metrics"][-1]
+    assert "val_top1" in row and "test_top1" in row
+    assert row["lr"] == pytest.approx(first_lr)
+    assert ("ended_at" in str(ckpt["schedule"])) == (model == "resnet110")
+    assert ckpt["run"]["image_size"] == [3, 32, 32] and len(ckpt["run"]["classes"]) == 10
