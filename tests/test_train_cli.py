@@ -236,3 +236,10 @@ def test_he2016_cifar_recipe_end_to_end(model, first_lr, tmp_path):
     assert row["lr"] == pytest.approx(first_lr)
     assert ("ended_at" in str(ckpt["schedule"])) == (model == "resnet110")
     assert ckpt["run"]["image_size"] == [3, 32, 32] and len(ckpt["run"]["classes"]) == 10
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on CPU-only machines")
+def test_cuda_without_a_gpu_is_refused(tmp_path, capsys):
+    assert main(["train", "lenet5_modern", "--data", "mnist-sample", "--device", "cuda",
+                 "--out", str(tmp_path)]) == 2
+    _one_line_error(capsys, "no CUDA device is available here; use --device cpu")

@@ -405,6 +405,7 @@ def fit(
                     console.print(f"[bold red]stopped:[/] {stopped}")
                 break
             epoch_s = time.perf_counter() - t0
+            bar.remove_task(task)  # one live bar; each finished epoch leaves a summary line
             if ctx.enabled:
                 # DDP syncs buffers at the start of each forward, so after the last step the
                 # ranks' BN statistics differ; take rank 0's, which the checkpoint holds.
