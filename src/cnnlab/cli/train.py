@@ -4,6 +4,7 @@ checkpoints (an ensemble when several), and classify image files."""
 from __future__ import annotations
 
 import argparse
+import os
 
 from rich.console import Console
 from rich.table import Table
@@ -72,6 +73,8 @@ def run_train(args: argparse.Namespace) -> int:
                    epochs=args.epochs, batch_size=args.batch_size, device=args.device,
                    out=args.out, resume=args.resume, overrides=args.overrides)
     result = train(spec, console, progress=not args.quiet)
+    if int(os.environ.get("RANK", "0")) != 0:  # under torchrun, rank 0 reports
+        return 0
     if result.history:
         console.print(summary_table(result))
     elif not result.stopped:
