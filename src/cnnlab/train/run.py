@@ -168,6 +168,17 @@ def train_transform(recipe: Recipe, shape: tuple[int, int, int], dataset: Any = 
     return transform
 
 
+def describe(recipe: Recipe) -> str:
+    """One line: the recipe, its source and the values that drive it."""
+    length = f"{recipe.max_steps:,} steps" if recipe.max_steps else f"{recipe.epochs} epochs"
+    opt = recipe.optimizer + (" nesterov" if recipe.nesterov else "")
+    return (
+        f"recipe {recipe.name} ({recipe.citation}): {opt} lr {recipe.lr:g}, "
+        f"{recipe.schedule} schedule, momentum {recipe.momentum:g}, "
+        f"weight decay {recipe.weight_decay:g}, batch {recipe.batch_size}, {length}"
+    )
+
+
 def resolve_recipe(spec: RunSpec, checkpoint: dict[str, Any] | None, default: str) -> Recipe:
     if checkpoint is not None and spec.recipe is None:
         recipe = Recipe.from_dict(checkpoint["config"])
@@ -252,6 +263,8 @@ def train(spec: RunSpec, console: Console | None = None, **fit_kw: Any) -> FitRe
                 f"[dim]{model_name}: built with num_classes={num_classes}, in_chans={in_chans} "
                 f"for {spec.data} (the paper's: {info.num_classes}, {info.input_size[0]})[/]"
             )
+        if ctx.is_main:
+            console.print(f"[bold]{model_name}[/] on {spec.data} · {describe(recipe)}")
         model.to(device)
         fit_in = check_model_data(
             model, model_name, data_name=spec.data, shape=(c, h, w),
