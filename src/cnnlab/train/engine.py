@@ -267,7 +267,8 @@ def fit(
 
     ``resume`` is a loaded checkpoint: weights, optimiser, schedule events, RNG states and
     history are restored and training continues with the next epoch, so that on CPU the
-    result is tensor-equal to an uninterrupted run. ``on_step`` (tests) is called after
+    result is tensor-equal to an uninterrupted run. Checkpoints are written at epoch ends,
+    so an interrupted epoch is trained again from its start. ``on_step`` (tests) is called after
     every step. ``stop_at_test_top1`` ends the run after the first epoch whose test
     accuracy reaches it (time-to-accuracy benchmarks).
     """
