@@ -87,3 +87,9 @@ def test_bad_choice_is_an_error():
 def test_to_dict_round_trips():
     for recipe in RECIPES.values():
         assert Recipe.from_dict(recipe.to_dict()) == recipe
+
+
+def test_warmup_models_are_registered_models():
+    for recipe in RECIPES.values():
+        for name in recipe.warmup_models:
+            assert name in cnnlab.list_models(), f"{recipe.name}: no model named {name!r}"
