@@ -1,0 +1,496 @@
+"""The training loop: one function, ``fit``, that trains, evaluates, logs and checkpoints.
+
+The loop draws batches that are already on the device (``cnnlab.data.loader``), sets the
+rate from the recipe's pure ``lr_at(step)``, steps the optimiser, and at each epoch's end
+evaluates, appends one row to the history, rewrites metrics.jsonl/csv and the curves, and
+writes an atomic checkpoint. A non-finite loss stops the run inside that step, before the
+bad update, and the last good checkpoint is left as it was.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import random
+import time
+from collections.abc import Callable, Iterable
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    Task,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.text import Text
+
+from cnnlab.train import schedules as S
+from cnnlab.train.checkpoint import (
+    capture_rng,
+    export_safetensors,
+    restore_rng,
+    save_atomic,
+    unwrap,
+)
+from cnnlab.train.distributed import DistContext, all_reduce_sum, broadcast_buffers
+from cnnlab.train.metrics import correct_topk, plot_curves, write_logs
+from cnnlab.train.optim import build_optimizer, set_lr
+from cnnlab.train.recipes import Recipe, build_schedule, recipe_for_model, total_steps
+
+__all__ = [
+    "EMA",
+    "FitResult",
+    "NonFiniteLoss",
+    "evaluate",
+    "fit",
+    "prepare_out_dir",
+    "seed_everything",
+]
+
+CHECKPOINT = "checkpoint.pt"
+FORMAT = "cnnlab-checkpoint-1"
+
+
+class Loader(Protocol):
+    """What the engine needs from a loader (cnnlab.data.loader.DeviceLoader provides it)."""
+
+    def __iter__(self): ...  # yields (x float NCHW, y int64) on the device
+
+    def __len__(self) -> int: ...
+
+    def set_epoch(self, epoch: int) -> None: ...
+
+
+class NonFiniteLoss(RuntimeError):
+    """The loss became NaN or infinite; the step that produced it was not applied."""
+
+
+def prepare_out_dir(out_dir: str | Path) -> Path:
+    """Create ``out_dir`` and prove it writable now, before any training time is spent."""
+    out = Path(out_dir)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / f".write-test-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise ValueError(
+            f"output directory {str(out)!r} cannot be written ({reason}); choose another with --out"
+        ) from None
+    return out
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+# --- pieces ----------------------------------------------------------------------------
+
+
+class EMA:
+    """Exponential moving average of the weights (Polyak averaging; opt-in by ema_decay)."""
+
+    def __init__(self, model: nn.Module, decay: float) -> None:
+        self.decay = decay
+        self.model = copy.deepcopy(unwrap(model)).eval()
+        for p in self.model.parameters():
+            p.requires_grad_(False)
+
+    @torch.no_grad()
+    def update(self, model: nn.Module) -> None:
+        src = unwrap(model)
+        ema_p: list[torch.Tensor] = list(self.model.parameters())
+        src_p: list[torch.Tensor] = [p.detach() for p in src.parameters()]
+        torch._foreach_lerp_(ema_p, src_p, 1.0 - self.decay)
+        for b_ema, b in zip(self.model.buffers(), src.buffers(), strict=True):
+            b_ema.copy_(b)
+
+
+def pad_to(x: torch.Tensor, size: tuple[int, int], fill: torch.Tensor) -> torch.Tensor:
+    """Centre ``x`` in a (H, W) = ``size`` field of per-channel value ``fill`` (LeNet-5's 28x28
+    digits in a 32x32 field, LeCun et al. 1998, Sec. III.A)."""
+    n, c, h, w = x.shape
+    th, tw = size
+    if (h, w) == (th, tw):
+        return x
+    out = fill.to(x.device, x.dtype).view(1, c, 1, 1).expand(n, c, th, tw).clone()
+    top, left = (th - h) // 2, (tw - w) // 2
+    out[:, :, top : top + h, left : left + w] = x
+    return out
+
+
+@dataclass
+class InputFit:
+    """How the dataset's images are brought to the model: identity, or padding to a size."""
+
+    size: tuple[int, int] | None = None
+    fill: torch.Tensor | None = None
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if self.size is None or self.fill is None:
+            return x
+        return pad_to(x, self.size, self.fill)
+
+
+def _main_and_aux(out: Any) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """Models with auxiliary classifiers (GoogLeNet, Inception-v3) return several logits in
+    training; the first is the main one."""
+    if isinstance(out, torch.Tensor):
+        return out, []
+    items = list(out)
+    return items[0], [a for a in items[1:] if isinstance(a, torch.Tensor)]
+
+
+def _autocast(device: torch.device, amp: str):  # type: ignore[no-untyped-def]
+    if amp == "none":
+        return nullcontext()
+    dtype = torch.bfloat16 if amp == "bf16" else torch.float16
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def _state_of(sched: Any) -> dict[str, Any] | None:
+    """The observed events of a schedule and of the schedules it wraps."""
+    states = {}
+    depth = 0
+    while sched is not None:
+        if hasattr(sched, "state_dict"):
+            states[str(depth)] = sched.state_dict()
+        sched, depth = getattr(sched, "inner", None), depth + 1
+    return states or None
+
+
+def _load_state_of(sched: Any, states: dict[str, Any] | None) -> None:
+    depth = 0
+    while sched is not None and states:
+        if str(depth) in states:
+            sched.load_state_dict(states[str(depth)])
+        sched, depth = getattr(sched, "inner", None), depth + 1
+
+
+def _find(sched: Any, kind: type) -> Any:
+    while sched is not None:
+        if isinstance(sched, kind):
+            return sched
+        sched = getattr(sched, "inner", None)
+    return None
+
+
+class _Rate(ProgressColumn):
+    def render(self, task: Task) -> Text:
+        rate = task.fields.get("ips")
+        return Text(f"{rate:,.0f} img/s" if rate else "", style="progress.data.speed")
+
+
+# --- evaluation ------------------------------------------------------------------------
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module,
+    loader: Iterable,
+    *,
+    input_fit: Callable[[torch.Tensor], torch.Tensor] = lambda x: x,
+    amp: str = "none",
+    channels_last: bool = False,
+    device: torch.device | str = "cpu",
+) -> dict[str, float]:
+    """Loss and top-1/top-5 accuracy (percent) of ``model`` over ``loader``."""
+    device = torch.device(device)
+    was_training = model.training
+    model.eval()
+    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+    hits = torch.zeros(2, dtype=torch.int64, device=device)
+    n = 0
+    for x, y in loader:
+        x = input_fit(x)
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with _autocast(device, amp):
+            logits = _main_and_aux(model(x))[0].float()
+        loss_sum += F.cross_entropy(logits, y, reduction="sum").double()
+        hits += torch.stack(correct_topk(logits, y))
+        n += y.shape[0]
+    model.train(was_training)
+    if n == 0:
+        raise ValueError("evaluation loader yielded no batches")
+    h = hits.tolist()
+    return {"loss": loss_sum.item() / n, "top1": 100.0 * h[0] / n, "top5": 100.0 * h[1] / n}
+
+
+# --- training --------------------------------------------------------------------------
+
+
+@dataclass
+class FitResult:
+    history: list[dict[str, Any]]
+    out_dir: Path
+    checkpoint: Path | None
+    weights: Path | None = None
+    stopped: str | None = None  # why training stopped early, in one sentence
+
+
+def fit(
+    model: nn.Module,
+    recipe: Recipe,
+    train_loader: Loader,
+    *,
+    out_dir: str | Path,
+    model_name: str = "",
+    val_loader: Iterable | None = None,
+    test_loader: Iterable | None = None,
+    device: torch.device | str = "cpu",
+    input_fit: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    run_info: dict[str, Any] | None = None,
+    resume: dict[str, Any] | None = None,
+    dist_ctx: DistContext | None = None,
+    console: Console | None = None,
+    progress: bool = True,
+    on_step: Callable[[int], None] | None = None,
+    stop_at_test_top1: float | None = None,
+) -> FitResult:
+    """Train ``model`` under ``recipe``; everything it writes goes to ``out_dir``.
+
+    ``resume`` is a loaded checkpoint: weights, optimiser, schedule events, RNG states and
+    history are restored and training continues with the next epoch, so that on CPU the
+    result is tensor-equal to an uninterrupted run. Checkpoints are written at epoch ends,
+    so an interrupted epoch is trained again from its start. ``on_step`` (tests) is called after
+    every step. ``stop_at_test_top1`` ends the run after the first epoch whose test
+    accuracy reaches it (time-to-accuracy benchmarks).
+    """
+    device = torch.device(device)
+    ctx = dist_ctx or DistContext()
+    out = prepare_out_dir(out_dir) if ctx.is_main else Path(out_dir)
+    console = console or Console()
+    input_fit = input_fit or (lambda x: x)
+    recipe = recipe_for_model(model_name, recipe)
+    if recipe.amp == "fp16" and device.type != "cuda":
+        raise ValueError("amp=fp16 needs a CUDA device; on CPU use amp=bf16 or amp=none")
+
+    model.to(device)
+    if recipe.channels_last:
+        model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+    optimizer = build_optimizer(model, recipe)
+    steps_per_epoch = len(train_loader)
+    if steps_per_epoch == 0:
+        raise ValueError("the training loader yields no batches (dataset smaller than a batch?)")
+    schedule = build_schedule(recipe, steps_per_epoch)
+    last_step = total_steps(recipe, steps_per_epoch)
+    scaler = torch.amp.GradScaler(device.type, enabled=recipe.amp == "fp16")
+    ema = EMA(model, recipe.ema_decay) if recipe.ema_decay > 0 else None
+    criterion = nn.CrossEntropyLoss(label_smoothing=recipe.label_smoothing)
+
+    start_epoch, step, history = 0, 0, []
+    if resume is not None:
+        unwrap(model).load_state_dict(resume["model"])
+        optimizer.load_state_dict(resume["optimizer"])
+        _load_state_of(schedule, resume.get("schedule"))
+        if resume.get("scaler"):
+            scaler.load_state_dict(resume["scaler"])
+        if ema is not None and resume.get("ema") is not None:
+            ema.model.load_state_dict(resume["ema"])
+        start_epoch, step = int(resume["epoch"]), int(resume["step"])
+        history = list(resume["metrics"])
+        restore_rng(resume["rng"])
+
+    train_model: nn.Module = model
+    if ctx.enabled:
+        ids = [device.index] if device.type == "cuda" else None
+        train_model = nn.parallel.DistributedDataParallel(model, device_ids=ids)
+    if recipe.compile:
+        train_model = torch.compile(train_model)  # type: ignore[assignment]
+
+    warmup = _find(schedule, S.WarmupUntil)
+    plateau = _find(schedule, S.Plateau)
+    # Only this run's checkpoints count as "the last good one" (or the one it resumes in out).
+    ckpt_path = out / CHECKPOINT if resume is not None and (out / CHECKPOINT).exists() else None
+    if resume is not None and ctx.is_main:
+        write_logs(history, out)  # drop rows a crashed run logged after its checkpoint
+    stopped: str | None = None
+    t_start = time.perf_counter() - (history[-1]["elapsed_s"] if history else 0.0)
+    show = progress and ctx.is_main
+
+    bar = Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        _Rate(),
+        TextColumn("loss {task.fields[loss]}"),
+        TimeElapsedColumn(),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
+        console=console,
+        disable=not show,
+        transient=False,
+    )
+    with bar:
+        for epoch in range(start_epoch, recipe.epochs):
+            if step >= last_step:
+                break
+            train_loader.set_epoch(epoch)
+            train_model.train()
+            task = bar.add_task(f"epoch {epoch + 1}/{recipe.epochs}", total=steps_per_epoch,
+                                loss="-", ips=None)
+            loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+            hits = torch.zeros(2, dtype=torch.int64, device=device)
+            seen = 0
+            t0 = time.perf_counter()
+            lr = schedule.lr_at(step)
+            try:
+                for i, (x, y) in enumerate(train_loader):
+                    lr = schedule.lr_at(step)
+                    set_lr(optimizer, lr)
+                    x = input_fit(x)
+                    if recipe.channels_last:
+                        x = x.contiguous(memory_format=torch.channels_last)
+                    with _autocast(device, recipe.amp):
+                        logits, aux = _main_and_aux(train_model(x))
+                        loss = criterion(logits, y)
+                        for a in aux:
+                            loss = loss + recipe.aux_loss_weight * criterion(a, y)
+                    if not torch.isfinite(loss):
+                        raise NonFiniteLoss(
+                            f"loss became {loss.item()} at epoch {epoch + 1}, step {step + 1} "
+                            f"(lr {lr:.4g})"
+                        )
+                    optimizer.zero_grad(set_to_none=True)
+                    scaler.scale(loss).backward()
+                    if recipe.grad_clip > 0:
+                        scaler.unscale_(optimizer)
+                        nn.utils.clip_grad_norm_(model.parameters(), recipe.grad_clip)
+                    scaler.step(optimizer)
+                    scaler.update()
+                    if ema is not None:
+                        ema.update(model)
+                    bs = y.shape[0]
+                    loss_sum += loss.detach().double() * bs
+                    hits += torch.stack(correct_topk(logits.detach(), y))
+                    seen += bs
+                    step += 1
+                    if warmup is not None and warmup.ended_at is None:
+                        # The running training error of this epoch decides when warm-up ends.
+                        warmup.observe_step(step - 1, 100.0 - 100.0 * hits[0].item() / seen)
+                    if on_step is not None:
+                        on_step(step)
+                    if show:
+                        fields: dict[str, Any] = {}
+                        if i % 20 == 0 or i + 1 == steps_per_epoch:
+                            dt = time.perf_counter() - t0
+                            fields = {"loss": f"{loss.item():.4f}",
+                                      "ips": seen * ctx.world_size / dt if dt > 0 else None}
+                        bar.update(task, advance=1, **fields)
+                    if step >= last_step:
+                        break
+            except NonFiniteLoss as exc:
+                where = (
+                    f"the last good checkpoint {ckpt_path} (after epoch {history[-1]['epoch']})"
+                    f" was kept" if ckpt_path is not None and history
+                    else "no checkpoint had been written yet"
+                )
+                stopped = f"{exc}; training stopped before applying that step; {where}"
+                if ctx.is_main:
+                    console.print(f"[bold red]stopped:[/] {stopped}")
+                break
+            epoch_s = time.perf_counter() - t0
+            bar.remove_task(task)  # one live bar; each finished epoch leaves a summary line
+            if ctx.enabled:
+                # DDP syncs buffers at the start of each forward, so after the last step the
+                # ranks' BN statistics differ; take rank 0's, which the checkpoint holds.
+                broadcast_buffers(unwrap(model), ctx)
+
+            totals = all_reduce_sum(
+                torch.stack([loss_sum, hits[0].double(), hits[1].double(),
+                             torch.tensor(float(seen), dtype=torch.float64, device=device)]),
+                ctx,
+            ).tolist()
+            n_all = totals[3]
+            row: dict[str, Any] = {
+                "epoch": epoch + 1,
+                "step": step,
+                "lr": lr,
+                "train_loss": totals[0] / n_all,
+                "train_top1": 100.0 * totals[1] / n_all,
+                "train_top5": 100.0 * totals[2] / n_all,
+            }
+            eval_model = ema.model if ema is not None else unwrap(model)
+            kw: dict[str, Any] = dict(input_fit=input_fit, amp=recipe.amp,
+                                      channels_last=recipe.channels_last, device=device)
+            final = epoch + 1 == recipe.epochs or step >= last_step
+            if val_loader is not None:
+                m = evaluate(eval_model, val_loader, **kw)
+                row.update(val_loss=m["loss"], val_top1=m["top1"], val_top5=m["top5"])
+            if test_loader is not None and (recipe.eval_test_every_epoch or final):
+                m = evaluate(eval_model, test_loader, **kw)
+                row.update(test_loss=m["loss"], test_top1=m["top1"], test_top5=m["top5"])
+            row["images_per_s"] = n_all / epoch_s if epoch_s > 0 else 0.0
+            row["epoch_s"] = epoch_s
+            row["elapsed_s"] = time.perf_counter() - t_start
+            history.append(row)
+            if plateau is not None:
+                monitor = "val_top1" if recipe.plateau_monitor == "val" and "val_top1" in row \
+                    else "train_top1"
+                plateau.observe(step, 100.0 - row[monitor])
+
+            if ctx.is_main:
+                ckpt_path = save_atomic(
+                    {
+                        "format": FORMAT,
+                        "model_name": model_name,
+                        "model": unwrap(model).state_dict(),
+                        "ema": ema.model.state_dict() if ema is not None else None,
+                        "optimizer": optimizer.state_dict(),
+                        "schedule": _state_of(schedule),
+                        "scaler": scaler.state_dict() if scaler.is_enabled() else None,
+                        "rng": capture_rng(),
+                        "epoch": epoch + 1,
+                        "step": step,
+                        "config": recipe.to_dict(),
+                        "run": dict(run_info or {}),
+                        "metrics": history,
+                    },
+                    out / CHECKPOINT,
+                )
+                write_logs(history, out)
+                console.print(_epoch_line(row))
+            if stop_at_test_top1 is not None and row.get("test_top1", 0.0) >= stop_at_test_top1:
+                stopped = f"reached test top-1 {row['test_top1']:.2f}% >= {stop_at_test_top1}%"
+                break
+
+    weights = None
+    if ctx.is_main and history:
+        # Drawn once at the end: matplotlib costs about a second, too much for every epoch.
+        plot_curves(history, out / "curves.png", title=f"{model_name} · {recipe.name}")
+    if ctx.is_main and history and ckpt_path is not None and not (stopped and "loss" in stopped):
+        state = (ema.model if ema is not None else unwrap(model)).state_dict()
+        weights = export_safetensors(
+            state, out / "model.safetensors",
+            metadata={"model": model_name, "recipe": recipe.name,
+                      "epoch": str(history[-1]["epoch"])},
+        )
+    return FitResult(history, out, ckpt_path, weights, stopped)
+
+
+def _epoch_line(row: dict[str, Any]) -> str:
+    parts = [f"epoch {row['epoch']}", f"lr {row['lr']:.4g}", f"loss {row['train_loss']:.4f}",
+             f"train {row['train_top1']:.2f}%"]
+    if "val_top1" in row:
+        parts.append(f"val {row['val_top1']:.2f}%")
+    if "test_top1" in row:
+        parts.append(f"test {row['test_top1']:.2f}%")
+    parts.append(f"{row['images_per_s']:,.0f} img/s")
+    return " · ".join(parts)
+

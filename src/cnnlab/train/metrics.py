@@ -1,0 +1,80 @@
+"""Accuracy, the per-epoch log (JSONL + CSV) and the training-curves figure."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+__all__ = ["FIELDS", "correct_topk", "plot_curves", "write_logs"]
+
+# The columns of metrics.jsonl / metrics.csv, in order; accuracies in percent.
+FIELDS = (
+    "epoch", "step", "lr", "train_loss", "train_top1", "train_top5", "val_loss", "val_top1",
+    "val_top5", "test_loss", "test_top1", "test_top5", "images_per_s", "epoch_s", "elapsed_s",
+)
+
+
+def correct_topk(logits: torch.Tensor, target: torch.Tensor, ks: Sequence[int] = (1, 5)
+                 ) -> list[torch.Tensor]:
+    """Number of samples whose target is among the top-k logits, for each k (as tensors, so
+    that counting does not force a device synchronisation every step)."""
+    kmax = min(max(ks), logits.shape[1])
+    top = logits.topk(kmax, dim=1).indices
+    hit = top == target[:, None]
+    return [hit[:, : min(k, kmax)].any(dim=1).sum() for k in ks]
+
+
+def _atomic_text(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def write_logs(history: list[dict[str, Any]], out_dir: Path) -> None:
+    """Rewrite metrics.jsonl and metrics.csv from the whole history (a resumed run's log
+    therefore matches its checkpoint even if a crashed run had logged further)."""
+    lines = [json.dumps({k: row[k] for k in FIELDS if k in row}) for row in history]
+    _atomic_text(out_dir / "metrics.jsonl", "".join(line + "\n" for line in lines))
+    tmp = out_dir / f".metrics.csv.tmp-{os.getpid()}"
+    with open(tmp, "w", newline="") as f:
+        cols = [k for k in FIELDS if any(k in row for row in history)]
+        writer = csv.DictWriter(f, fieldnames=cols, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(history)
+    os.replace(tmp, out_dir / "metrics.csv")
+
+
+def plot_curves(history: list[dict[str, Any]], path: Path, title: str = "") -> Path:
+    """Train/val/test top-1 error and training loss against epoch, as the lectures plot them."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    epochs = [row["epoch"] for row in history]
+    fig, (ax_err, ax_loss) = plt.subplots(1, 2, figsize=(10, 4))
+    for split, style in (("train", "-"), ("val", "--"), ("test", ":")):
+        key = f"{split}_top1"
+        pts = [(row["epoch"], 100.0 - row[key]) for row in history if row.get(key) is not None]
+        if pts:
+            ax_err.plot(*zip(*pts, strict=True), style, marker="o", ms=3, label=f"{split} error")
+    ax_err.set(xlabel="epoch", ylabel="top-1 error (%)", yscale="log")
+    ax_err.grid(True, which="both", alpha=0.3)
+    ax_err.legend()
+    ax_loss.plot(epochs, [row["train_loss"] for row in history], marker="o", ms=3)
+    ax_loss.set(xlabel="epoch", ylabel="training loss")
+    ax_loss.grid(True, alpha=0.3)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}{path.suffix}")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    os.replace(tmp, path)
+    return path

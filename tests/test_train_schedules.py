@@ -1,0 +1,100 @@
+"""Schedules against values worked out by hand from each paper's rule."""
+
+import math
+
+import pytest
+
+from cnnlab.train import schedules as S
+from cnnlab.train.recipes import build_schedule, get_recipe
+
+# (schedule, step, expected lr): the expected values are the papers' rules done by hand.
+CASES = [
+    (S.Constant(0.1), 12345, 0.1),
+    # He et al. 2016 CIFAR: 0.1, /10 at 32k and 48k iterations
+    (S.MultiStep(0.1, (32000, 48000)), 0, 0.1),
+    (S.MultiStep(0.1, (32000, 48000)), 31999, 0.1),
+    (S.MultiStep(0.1, (32000, 48000)), 32000, 0.01),
+    (S.MultiStep(0.1, (32000, 48000)), 48000, 0.001),
+    (S.MultiStep(0.1, (32000, 48000)), 63999, 0.001),
+    # WRN: x0.2 at 60, 120, 160 (one step per epoch here)
+    (S.MultiStep(0.1, (60, 120, 160), 0.2), 130, 0.1 * 0.04),
+    # LeCun 1998: 0.0005, 0.0002, 0.0001, 0.00005, 0.00001 (as factors of 0.0005)
+    (S.MultiStep(0.0005, (2, 5, 8, 12), factors=(1, 0.4, 0.2, 0.1, 0.02)), 4, 0.0002),
+    (S.MultiStep(0.0005, (2, 5, 8, 12), factors=(1, 0.4, 0.2, 0.1, 0.02)), 19, 0.00001),
+    # Inception-v3: 0.045 x 0.94 every 2 epochs (10 steps/epoch): step 45 is epoch 4.5 -> 2 decays
+    (S.Exponential(0.045, 0.94, 20), 45, 0.045 * 0.94**2),
+    # Cosine: halfway is the mean of the ends, the end is final_lr
+    (S.Cosine(1.0, 100), 50, 0.5),
+    (S.Cosine(1.0, 100, 0.2), 100, 0.2),
+    (S.Cosine(1.0, 100), 25, (1 + math.cos(math.pi / 4)) / 2),
+    # Poly power 1 (SqueezeNet): linear to zero
+    (S.Poly(0.04, 1000), 250, 0.03),
+    # One-cycle: 0.04 -> 1.0 at 25 of 100 steps, then down to 1e-4 at 100
+    (S.OneCycle(1.0, 100, 0.25, 25, 1e4), 0, 0.04),
+    (S.OneCycle(1.0, 100, 0.25, 25, 1e4), 10, 0.04 + 0.96 * 10 / 25),
+    (S.OneCycle(1.0, 100, 0.25, 25, 1e4), 25, 1.0),
+    (S.OneCycle(1.0, 100, 0.25, 25, 1e4), 100, 1e-4),
+    (S.OneCycle(1.0, 100, 0.25, 25, 1e4), 62.5, 1.0 + (1e-4 - 1.0) / 2),
+    # Linear warm-up over 10 steps to a constant 0.5
+    (S.Warmup(S.Constant(0.5), 10), 0, 0.0),
+    (S.Warmup(S.Constant(0.5), 10), 4, 0.2),
+    (S.Warmup(S.Constant(0.5), 10), 10, 0.5),
+]
+
+
+@pytest.mark.parametrize(("schedule", "step", "expected"), CASES)
+def test_schedule_values(schedule, step, expected):
+    assert schedule.lr_at(step) == pytest.approx(expected, rel=1e-12, abs=1e-15)
+
+
+def test_plateau_divides_by_ten_after_patience_and_at_most_three_times():
+    p = S.Plateau(0.01, patience=2, max_drops=3)
+    errors = [50, 40, 40, 40, 39.999, 39.999, 39.999, 39.999, 39.999, 39.999, 39.999, 39.999]
+    for epoch, err in enumerate(errors):
+        p.observe(step=(epoch + 1) * 10, error=err)
+    # no improvement at epochs 3, 4 -> drop from step 40; 5 (39.999 within threshold), 6 ->
+    # drop from step 60; 7, 8 -> step 80; then max_drops reached.
+    assert p.state.drops == [40, 60, 80]
+    assert p.lr_at(39) == 0.01 and p.lr_at(40) == pytest.approx(0.001)
+    assert p.lr_at(1000) == pytest.approx(1e-5)
+
+
+def test_plateau_state_round_trips():
+    p = S.Plateau(0.1, patience=1)
+    p.observe(10, 30.0)
+    p.observe(20, 31.0)
+    q = S.Plateau(0.1, patience=1)
+    q.load_state_dict(p.state_dict())
+    assert [q.lr_at(s) for s in (0, 19, 20)] == [p.lr_at(s) for s in (0, 19, 20)]
+
+
+def test_resnet110_warmup_until_train_error_below_80():
+    inner = S.MultiStep(0.1, (32000, 48000))
+    w = S.WarmupUntil(inner, 0.01, below=80.0)
+    for step, err in enumerate([90.0, 85.0, 81.0]):
+        w.observe_step(step, err)
+        assert w.lr_at(step + 1) == 0.01
+    w.observe_step(3, 79.0)
+    assert w.ended_at == 4
+    assert w.lr_at(3) == 0.01 and w.lr_at(4) == 0.1 and w.lr_at(32000) == pytest.approx(0.01)
+
+
+def test_he2016_cifar_recipe_schedule_in_iterations():
+    r = get_recipe("he2016_cifar")
+    sched = build_schedule(r, steps_per_epoch=351)  # 45,000 // 128
+    assert sched.lr_at(0) == 0.01  # warm-up wrapper present (dropped for non-110 models)
+    from cnnlab.train.recipes import recipe_for_model
+
+    plain = build_schedule(recipe_for_model("resnet20", r), 351)
+    assert [plain.lr_at(s) for s in (0, 31999, 32000, 48000)] == pytest.approx(
+        [0.1, 0.1, 0.01, 0.001]
+    )
+    assert math.isclose(build_schedule(recipe_for_model("resnet110", r), 351).lr_at(0), 0.01)
+
+
+def test_epoch_milestones_scale_with_steps_per_epoch():
+    r = get_recipe("zagoruyko2016_cifar")
+    sched = build_schedule(r, steps_per_epoch=391)
+    assert sched.lr_at(60 * 391 - 1) == 0.1
+    assert sched.lr_at(60 * 391) == pytest.approx(0.02)
+    assert sched.lr_at(199 * 391) == pytest.approx(0.1 * 0.2**3)
