@@ -27,7 +27,10 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="cnnlab", description=__doc__.splitlines()[0])
+    parser = _Parser(
+        prog="cnnlab",
+        description="The classic CNN architectures: build, analyse, train, evaluate.",
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
     for module in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):

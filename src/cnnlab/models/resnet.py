@@ -14,11 +14,8 @@ import torch.nn as nn
 
 from cnnlab.models.base import Classifier
 from cnnlab.models.resnet_blocks import (
-    BasicBlock,
+    BLOCKS,
     BlockOptions,
-    Bottleneck,
-    PreActBasicBlock,
-    PreActBottleneck,
     conv_bn_shortcut,
     conv_shortcut,
     he_init,
@@ -59,14 +56,6 @@ HU_2018 = Paper(
     year=2018,
     url="https://arxiv.org/abs/1709.01507",
 )
-
-_BLOCKS = {
-    ("basic", False): BasicBlock,
-    ("bottleneck", False): Bottleneck,
-    ("basic", True): PreActBasicBlock,
-    ("bottleneck", True): PreActBottleneck,
-}
-
 
 @dataclass(frozen=True)
 class ResNetSpec:
@@ -121,7 +110,7 @@ class ResNet(Classifier):
     ) -> None:
         super().__init__()
         self.in_chans = in_chans
-        block = _BLOCKS[(spec.block, preact)]
+        block = BLOCKS[(spec.block, preact)]
         opts = BlockOptions(groups=groups, width_per_group=width_per_group,
                             stride_in_1x1=stride_in_1x1, se_reduction=se_reduction,
                             residual=residual)

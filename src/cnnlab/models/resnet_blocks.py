@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from cnnlab.layers import DropPath, SqueezeExcite
 
 __all__ = [
+    "BLOCKS",
     "BasicBlock",
     "BlockOptions",
     "Bottleneck",
@@ -287,6 +288,14 @@ def conv_shortcut(in_channels: int, out_channels: int, stride: int) -> nn.Module
 
 
 ShortcutFn = Callable[[int, int, int], nn.Module]
+
+# Block class by (kind, pre-activation): the families' specs name a block as data.
+BLOCKS: dict[tuple[str, bool], type[nn.Module]] = {
+    ("basic", False): BasicBlock,
+    ("bottleneck", False): Bottleneck,
+    ("basic", True): PreActBasicBlock,
+    ("bottleneck", True): PreActBottleneck,
+}
 
 
 def make_stage(

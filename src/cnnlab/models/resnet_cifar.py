@@ -16,11 +16,8 @@ import torch.nn as nn
 from cnnlab.models.base import Classifier
 from cnnlab.models.resnet import HE_2016, HE_2016B, XIE_2017, ZAGORUYKO_2016
 from cnnlab.models.resnet_blocks import (
-    BasicBlock,
+    BLOCKS,
     BlockOptions,
-    Bottleneck,
-    PreActBasicBlock,
-    PreActBottleneck,
     ShortcutFn,
     ZeroPadShortcut,
     conv_bn_shortcut,
@@ -51,14 +48,6 @@ TARG_2016 = Paper(
     year=2016,
     url="https://arxiv.org/abs/1603.08029",
 )
-
-_BLOCKS = {
-    ("basic", False): BasicBlock,
-    ("bottleneck", False): Bottleneck,
-    ("basic", True): PreActBasicBlock,
-    ("bottleneck", True): PreActBottleneck,
-}
-
 
 @dataclass(frozen=True)
 class CifarNetSpec:
@@ -112,7 +101,7 @@ class CifarResNet(Classifier):
     ) -> None:
         super().__init__()
         self.in_chans = in_chans
-        block = _BLOCKS[(spec.block, spec.preact)]
+        block = BLOCKS[(spec.block, spec.preact)]
         opts = BlockOptions(groups=groups, width_per_group=width_per_group,
                             stride_in_1x1=stride_in_1x1, se_reduction=se_reduction,
                             residual=residual, dropout=dropout)
@@ -360,10 +349,11 @@ class RoRCifar(Classifier):
         channels = 16
         for i, planes in enumerate((16, 32, 64)):
             stride = 1 if i == 0 else 2
-            stage, out = make_stage(BasicBlock, channels, planes, n, stride, opts=opts,
-                                    shortcut=ZeroPadShortcut,
-                                    drop_path_rates=rates[i * n:(i + 1) * n],
-                                    last_final_relu=False)
+            stage, out = make_stage(
+                BLOCKS[("basic", False)], channels, planes, n, stride, opts=opts,
+                shortcut=ZeroPadShortcut, drop_path_rates=rates[i * n:(i + 1) * n],
+                last_final_relu=False,
+            )
             same = stride == 1 and channels == out
             middles.append(nn.Identity() if same else conv_bn_shortcut(channels, out, stride))
             stages.append(stage)

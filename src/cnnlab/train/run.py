@@ -17,6 +17,7 @@ import torch
 import torch.nn as nn
 from rich.console import Console
 
+from cnnlab.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from cnnlab.registry import create_model, model_info
 from cnnlab.train.checkpoint import load_checkpoint
 from cnnlab.train.distributed import init_from_env, shutdown
@@ -34,9 +35,6 @@ __all__ = [
     "train_transform",
 ]
 
-# Per-channel statistics for image folders, whose pixels are not all in memory to measure.
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 BatchTransform = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
 WORKERS = min(4, os.cpu_count() or 1)  # image-decoding processes for folder datasets
