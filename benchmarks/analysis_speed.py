@@ -20,6 +20,7 @@ timed. Times are medians of ``--repeats`` runs after one warm-up.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import statistics
 import subprocess
@@ -41,6 +42,7 @@ def median_time(fn: Callable[[], object], repeats: int, warmup: bool = True) -> 
         fn()
     times = []
     for _ in range(repeats):
+        gc.collect()  # garbage from a previous tool's run must not be collected inside ours
         start = time.perf_counter()
         fn()
         times.append(time.perf_counter() - start)
@@ -113,10 +115,12 @@ def main() -> int:
         with torch.device("meta"):
             meta_model = cnnlab.create_model(name).eval()
         real_model = cnnlab.create_model(name).eval()
-        ours: dict[int, float] = {}
+        # Both of our sizes first, back to back, so the growth ratio compares like with like.
+        ours = {
+            size: median_time(lambda m=meta_model, s=size: summarize(m, (3, s, s)), args.repeats)
+            for size in (small, large)
+        }
         for size in (small, large):
-            ours[size] = median_time(
-                lambda m=meta_model, s=size: summarize(m, (3, s, s)), args.repeats)
             meta = median_time(torchinfo_meta(meta_model, size), args.repeats)
             with torch.no_grad():
                 real = median_time(torchinfo_real(real_model, size), args.real_repeats,

@@ -16,9 +16,10 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from cnnlab.data.dataset import ImageTensorDataset
-from cnnlab.data.transforms import normalize
+from cnnlab.data.transforms import Normalizer
 
 __all__ = ["DeviceLoader", "FolderLoader", "epoch_indices", "make_loader", "mix_seed"]
 
@@ -96,12 +97,25 @@ class _EpochBatches:
         return torch.Generator().manual_seed(mix_seed(self.seed, self.epoch, self.rank, 1))
 
 
+def _centre_in(images: torch.Tensor, size: tuple[int, int] | None) -> torch.Tensor:
+    if size is None:
+        return images
+    h, w = images.shape[-2:]
+    th, tw = size
+    if th < h or tw < w:
+        raise ValueError(f"pad_to {th}x{tw} is smaller than the {h}x{w} images")
+    top, left = (th - h) // 2, (tw - w) // 2
+    return F.pad(images, (left, tw - w - left, top, th - h - top), value=0)
+
+
 class DeviceLoader(_EpochBatches):
     """An in-memory dataset kept on ``device`` as uint8, served in augmented, normalised batches.
 
     ``train_transform(x_uint8, generator) -> x_uint8`` runs per batch on the device (e.g.
     ``lambda x, g: random_flip(random_crop(x, 32, 4, generator=g), generator=g)``).
-    ``mean``/``std`` default to the dataset's own.
+    ``mean``/``std`` default to the dataset's own. ``pad_to=(H, W)`` centres smaller images in
+    a field of zeros (the background) once, up front, instead of padding every batch (LeNet-5's
+    28x28 MNIST digits in its 32x32 input).
     """
 
     def __init__(
@@ -118,16 +132,18 @@ class DeviceLoader(_EpochBatches):
         drop_last: bool = False,
         rank: int = 0,
         world_size: int = 1,
+        pad_to: tuple[int, int] | None = None,
     ) -> None:
         super().__init__(
             len(dataset), batch_size, shuffle=shuffle, seed=seed, drop_last=drop_last,
             rank=rank, world_size=world_size,
         )
         self.device = torch.device(device)
-        self.images = dataset.images.to(self.device)
+        self.images = _centre_in(dataset.images.to(self.device), pad_to)
         self.labels = dataset.labels.to(self.device)
         self.mean = list(dataset.mean if mean is None else mean)
         self.std = list(dataset.std if std is None else std)
+        self._normalize = Normalizer(self.mean, self.std)
         self.train_transform = train_transform
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
@@ -137,7 +153,7 @@ class DeviceLoader(_EpochBatches):
             x = self.images.index_select(0, idx)
             if self.train_transform is not None:
                 x = self.train_transform(x, generator)
-            yield normalize(x, self.mean, self.std), self.labels.index_select(0, idx)
+            yield self._normalize(x), self.labels.index_select(0, idx)
 
 
 SampleTransform = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
@@ -208,6 +224,7 @@ class FolderLoader(_EpochBatches):
         self.samples.seed = seed
         self.mean = list(dataset.mean if mean is None else mean)
         self.std = list(dataset.std if std is None else std)
+        self._normalize = Normalizer(self.mean, self.std)
         self.train_transform = train_transform
         self.device = torch.device(device)
         self.num_workers = num_workers
@@ -226,7 +243,7 @@ class FolderLoader(_EpochBatches):
             x = x.to(self.device, non_blocking=True)
             if self.train_transform is not None:
                 x = self.train_transform(x, generator)
-            yield normalize(x, self.mean, self.std), y.to(self.device, non_blocking=True)
+            yield self._normalize(x), y.to(self.device, non_blocking=True)
 
 
 def make_loader(dataset: Any, batch_size: int, **options: Any) -> DeviceLoader | FolderLoader:

@@ -23,6 +23,7 @@ __all__ = [
     "IMAGENET_PCA",
     "IMAGENET_STD",
     "center_crop",
+    "Normalizer",
     "normalize",
     "pca_lighting",
     "random_crop",
@@ -319,20 +320,40 @@ def normalize(
     x: torch.Tensor, mean: Sequence[float], std: Sequence[float]
 ) -> torch.Tensor:
     """``(x - mean) / std`` per channel as float32; uint8 input is read as ``x / 255`` first."""
-    _check_batch(x, "normalize")
-    if len(mean) != x.shape[1] or len(std) != x.shape[1]:
-        raise ValueError(
-            f"normalize: {x.shape[1]} channels but {len(mean)} means and {len(std)} stds"
-        )
-    n, c, h, w = x.shape
-    scale = 255.0 if x.dtype == torch.uint8 else 1.0
-    m = torch.tensor(mean, dtype=torch.float64)
-    s = torch.tensor(std, dtype=torch.float64)
-    # one multiply and one subtract, x / (255 s) - m / s, over (N, C, H*W) (fastest broadcast)
-    factor = (1.0 / (scale * s)).to(x.device, torch.float32)[None, :, None]
-    offset = (m / s).to(x.device, torch.float32)[None, :, None]
-    out = x.reshape(n, c, h * w).to(torch.float32).mul_(factor).sub_(offset)
-    return out.view(n, c, h, w)
+    return Normalizer(mean, std)(x)
+
+
+class Normalizer:
+    """:func:`normalize` with its per-channel factors made once, for a loader's every batch."""
+
+    def __init__(self, mean: Sequence[float], std: Sequence[float]) -> None:
+        if len(mean) != len(std):
+            raise ValueError(f"normalize: {len(mean)} means but {len(std)} stds")
+        m = torch.tensor(mean, dtype=torch.float64)
+        s = torch.tensor(std, dtype=torch.float64)
+        # one multiply and one subtract, x / (255 s) - m / s, over (N, C, H*W) (fastest
+        # broadcast); the factors are cached per (input dtype, device)
+        self._factors = {
+            scale: ((1.0 / (scale * s)).float()[None, :, None], (m / s).float()[None, :, None])
+            for scale in (1.0, 255.0)
+        }
+        self._cache: dict[tuple[torch.dtype, torch.device], tuple[torch.Tensor, ...]] = {}
+        self.channels = len(mean)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        _check_batch(x, "normalize")
+        n, c, h, w = x.shape
+        if c != self.channels:
+            raise ValueError(
+                f"normalize: {c} channels but {self.channels} means and {self.channels} stds"
+            )
+        key = (x.dtype, x.device)
+        if key not in self._cache:
+            scale = 255.0 if x.dtype == torch.uint8 else 1.0
+            self._cache[key] = tuple(t.to(x.device) for t in self._factors[scale])
+        factor, offset = self._cache[key]
+        out = x.reshape(n, c, h * w).to(torch.float32).mul_(factor).sub_(offset)
+        return out.view(n, c, h, w)
 
 
 def resize(

@@ -26,8 +26,10 @@ def correct_topk(logits: torch.Tensor, target: torch.Tensor, ks: Sequence[int] =
     that counting does not force a device synchronisation every step)."""
     kmax = min(max(ks), logits.shape[1])
     top = logits.topk(kmax, dim=1).indices
-    hit = top == target[:, None]
-    return [hit[:, : min(k, kmax)].any(dim=1).sum() for k in ks]
+    # A row holds its target at most once, so counting hits in the first k columns counts
+    # the samples whose target is in the top k.
+    hits = (top == target[:, None]).sum(dim=0).cumsum(0)
+    return [hits[min(k, kmax) - 1] for k in ks]
 
 
 def _atomic_text(path: Path, text: str) -> None:

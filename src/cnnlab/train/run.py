@@ -271,11 +271,18 @@ def train(spec: RunSpec, console: Console | None = None, **fit_kw: Any) -> FitRe
         )
         common = dict(mean=mean, std=std, device=device, seed=recipe.seed,
                       rank=ctx.rank, world_size=ctx.world_size)
+        model_hw = (h, w)
         if crop is not None:
             common |= dict(sample_transform=_folder_sizing(crop), num_workers=WORKERS)
+        elif fit_in.size is not None:
+            # In memory, pad the uint8 images once (0 = background, which is what fit_in's
+            # fill normalises to) rather than every batch.
+            common |= dict(pad_to=fit_in.size)
+            model_hw, fit_in = fit_in.size, InputFit()
         train_loader = _loader(
             train_ds, recipe.batch_size, shuffle=True, drop_last=True,
-            train_transform=train_transform(recipe, (c, h, w), train_ds if in_memory else None),
+            train_transform=train_transform(recipe, (c, *model_hw),
+                                            train_ds if in_memory else None),
             **common,
         )
         # Every rank evaluates the whole split, so every rank sees the same metrics.
