@@ -58,6 +58,7 @@ def plot_curves(history: list[dict[str, Any]], path: Path, title: str = "") -> P
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     epochs = [row["epoch"] for row in history]
     fig, (ax_err, ax_loss) = plt.subplots(1, 2, figsize=(10, 4))
@@ -67,6 +68,9 @@ def plot_curves(history: list[dict[str, Any]], path: Path, title: str = "") -> P
         if pts:
             ax_err.plot(*zip(*pts, strict=True), style, marker="o", ms=3, label=f"{split} error")
     ax_err.set(xlabel="epoch", ylabel="top-1 error (%)", yscale="log")
+    # Plain numbers on the log axis (1, 2, 5 rather than 10^0, 2x10^0, ...).
+    ax_err.yaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+    ax_err.yaxis.set_minor_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
     ax_err.grid(True, which="both", alpha=0.3)
     ax_err.legend()
     ax_loss.plot(epochs, [row["train_loss"] for row in history], marker="o", ms=3)
