@@ -12,7 +12,7 @@ CPU with its default initialisation for torchinfo's real forward); model buildin
 timed. Times are medians of ``--repeats`` runs after one warm-up.
 
     pip install -c constraints.txt -e ".[bench]"    # torchinfo, a benchmark extra only
-    PYTHONPATH=src OMP_NUM_THREADS=1 python benchmarks/analysis_speed.py
+    PYTHONPATH=src python benchmarks/analysis_speed.py
     PYTHONPATH=src python benchmarks/analysis_speed.py --models resnet18 --sizes 64 128 \\
         --repeats 1 --no-write                       # smoke run
 """
@@ -101,8 +101,9 @@ def main() -> int:
     lines = [
         "## Analyser speed (`benchmarks/analysis_speed.py`)",
         "",
-        f"Machine: {machine()}. Command: `PYTHONPATH=src OMP_NUM_THREADS=1 python "
-        f"benchmarks/analysis_speed.py` (median of {args.repeats} after a warm-up; torchinfo's "
+        f"Machine: {machine()}, {torch.get_num_threads()} torch threads. Command: "
+        f"`PYTHONPATH=src python benchmarks/analysis_speed.py` (median of {args.repeats} after "
+        f"a warm-up; torchinfo's "
         f"real forward: {args.real_repeats} run(s)). cnnlab = full report (shapes, params, MACs, "
         f"other ops, memory, receptive field); torchinfo meta = `torchinfo.summary` on meta "
         f"tensors; torchinfo real = its default summary (a real forward on the CPU).",
