@@ -45,3 +45,13 @@ def test_rich_table_has_one_row_per_summary_row():
     console = Console(width=200, record=True)
     console.print(table)
     assert "61,100,840" in console.export_text()
+
+
+def test_compact_table_fits_80_columns_without_cutting_cells():
+    table = render.rich_table(summarize("lenet5_modern", (1, 28, 28)), compact=True)
+    console = Console(width=80, record=True)
+    console.print(table)
+    text = console.export_text()
+    assert "…" not in text and max(len(line) for line in text.splitlines()) <= 80
+    # per-image shapes (no batch dimension), the lecture's CxHxW
+    assert "│ 6x28x28 " in text and "│ features.0 " in text and "48,120" in text

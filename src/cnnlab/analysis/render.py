@@ -15,12 +15,15 @@ from rich.table import Table
 from cnnlab.analysis.receptive_field import ReceptiveField
 from cnnlab.analysis.summary import Row, Summary
 
-__all__ = ["COLUMNS", "rich_table", "to_csv", "to_dict", "to_json", "to_markdown"]
+__all__ = ["COLUMNS", "COMPACT", "rich_table", "to_csv", "to_dict", "to_json", "to_markdown"]
 
 COLUMNS = (
     "layer", "type", "output shape", "params", "frozen", "MACs", "other ops",
     "act. values", "act. bytes", "RF size", "RF jump", "RF start",
 )
+# The columns that fit an 80-column terminal (the demo's table), with shorter headers.
+COMPACT = {"layer": "layer", "type": "type", "output shape": "output", "params": "params",
+           "MACs": "MACs", "act. values": "values", "RF size": "RF"}
 
 
 def _num(v: Any) -> str:
@@ -31,21 +34,25 @@ def _num(v: Any) -> str:
     return str(int(v))
 
 
-def _rf_cells(rf: ReceptiveField | None) -> tuple[str, str, str]:
+def _rf_cells(rf: ReceptiveField | None, compact: bool = False) -> tuple[str, str, str]:
     if rf is None:
         return "", "", ""
-    size = _num(rf.size) + (" (global)" if rf.covers_input else "")
+    size = _num(rf.size) + (" (global)" if rf.covers_input and not compact else "")
     return size, _num(rf.jump), _num(rf.start)
 
 
-def _cells(row: Row) -> list[str]:
-    shape = "" if row.output_shape is None else "x".join(map(str, row.output_shape))
+def _cells(row: Row, compact: bool = False) -> list[str]:
+    """One row's cells in COLUMNS order; ``compact`` shows shapes per image (no batch)."""
+    dims = row.output_shape
+    if dims is not None and compact:
+        dims = dims[1:]
+    shape = "" if dims is None else "x".join(map(str, dims))
     flagged = any("unknown" in n or "no op-count" in n for n in row.notes)
     flag = " *" if flagged else ""
     return [
         row.name + flag, row.type, shape, f"{row.params_trainable:,}", f"{row.params_frozen:,}",
         f"{row.macs:,}", f"{row.other_ops:,}", f"{row.activation_values:,}",
-        f"{row.activation_bytes:,}", *_rf_cells(row.receptive_field),
+        f"{row.activation_bytes:,}", *_rf_cells(row.receptive_field, compact),
     ]
 
 
@@ -89,18 +96,26 @@ def _footer(summary: Summary) -> list[str]:
     return lines
 
 
-def rich_table(summary: Summary) -> Table:
+def rich_table(summary: Summary, compact: bool = False) -> Table:
+    """All columns and the conventions, or with ``compact`` only COMPACT (shapes per image)
+    and the totals."""
     c, h, w = summary.input_size
+    columns = tuple(COMPACT.values()) if compact else COLUMNS
+    keep = [COLUMNS.index(name) for name in (COMPACT if compact else COLUMNS)]
+    footer = _footer(summary)
     table = Table(
-        *COLUMNS,
+        *columns,
         title=f"{summary.model} @ {c}x{h}x{w}, batch {summary.batch_size}, {summary.dtype}",
-        caption="\n".join(_footer(summary)),
+        caption="\n".join(footer[:3] if compact else footer),
         caption_justify="left",
     )
     for col in table.columns[3:]:
         col.justify = "right"
+    for col in table.columns:  # narrow terminals squeeze headers, never a cell
+        col.no_wrap = True
     for row in summary.rows:
-        table.add_row(*_cells(row))
+        cells = _cells(row, compact)
+        table.add_row(*(cells[i] for i in keep))
     return table
 
 

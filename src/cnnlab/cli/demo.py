@@ -35,7 +35,7 @@ def run(args: argparse.Namespace) -> int:
     console = Console()
     info = model_info(MODEL)
     console.rule(f"[bold]cnnlab demo: {MODEL} on {DATA} (10k train / official 10k test)")
-    console.print(rich_table(summarize(MODEL, input_size=info.input_size)))
+    console.print(rich_table(summarize(MODEL, input_size=info.input_size), compact=True))
     spec = RunSpec(model=MODEL, data=DATA, recipe="fast_cpu", epochs=args.epochs,
                    device="cpu", out=args.out)
     result = train(spec, console)
