@@ -126,6 +126,8 @@ def test_missing_root_and_files(tmp_path):
         load_dataset("mnist")
     with pytest.raises(ValueError, match="unknown dataset 'mnst'"):
         load_dataset("mnst", root=tmp_path)
+    with pytest.raises(ValueError, match="unknown dataset 'mnst'.*mnist-sample"):
+        load_dataset("mnst")  # a wrong name is named before a missing root
 
 
 def test_gzip_of_raw_equals_raw(tmp_path):

@@ -30,6 +30,8 @@ DATASETS = (
 
 
 def _load_splits(name: str, root: Path | None, options: dict[str, Any]) -> dict[str, Any]:
+    if name not in DATASETS:
+        raise ValueError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
     if name == "mnist-sample":
         from cnnlab.data.idx import load_idx_dataset
 
@@ -48,11 +50,9 @@ def _load_splits(name: str, root: Path | None, options: dict[str, Any]) -> dict[
         from cnnlab.data.svhn import load_svhn
 
         return load_svhn(root, extra=options.pop("extra", False))
-    if name in ("folder", "imagenet", "imagenette"):
-        from cnnlab.data.folder import load_folder
+    from cnnlab.data.folder import load_folder  # "folder", "imagenet", "imagenette"
 
-        return load_folder(root, name, skip_corrupt=options.pop("skip_corrupt", False))
-    raise ValueError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
+    return load_folder(root, name, skip_corrupt=options.pop("skip_corrupt", False))
 
 
 def load_dataset(name: str, root: str | Path | None = None, **options: Any) -> dict[str, Any]:
