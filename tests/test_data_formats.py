@@ -70,6 +70,58 @@ def test_malicious_pickle_runs_nothing(tmp_path, payload):
     assert not marker.exists()
 
 
+def _global(module: str, name: str) -> bytes:
+    """Protocol-0 GLOBAL opcode: push ``module.name`` (found through find_class)."""
+    return b"c" + module.encode() + b"\n" + name.encode() + b"\n"
+
+
+@pytest.mark.parametrize("module, name", [
+    ("builtins", "eval"), ("builtins", "getattr"), ("os", "system"), ("subprocess", "Popen"),
+    ("copyreg", "_reconstructor"), ("numpy", "load"), ("numpy", "frombuffer"),
+    ("numpy.core.multiarray", "scalar"), ("numpy.lib.format", "read_array"),
+])
+def test_every_other_global_is_refused_before_it_is_called(tmp_path, module, name):
+    path = tmp_path / "evil"
+    path.write_bytes(_global(module, name) + b"(Vx\ntR.")  # module.name("x")
+    with pytest.raises(DatasetError, match=rf"refused to unpickle \(global {module}\.{name} "):
+        read_cifar_pickle(path)
+
+
+# BUILD (``b``) on an allowed global sets attributes on it: on a plain function, its
+# __defaults__ or __dict__ would change how every later file in the process is read.
+# Hand-written, since pickle.dumps never writes these; V is a str, ``(N}...st`` is
+# (None, {key: value}), the (state, slotstate) pair BUILD applies with setattr.
+@pytest.mark.parametrize("payload, refusal", [
+    (_global("numpy", "dtype") + b"(N}V__defaults__\n(I1\nI1\ntstb.", "refused to unpickle"),
+    (_global("_codecs", "encode") + b"(N}V__defaults__\n(Vutf-8\ntstb.", "refused to unpickle"),
+    (_global("_codecs", "encode") + b"}V__wrapped__\nVx\nsb.", "not a readable CIFAR pickle"),
+    (_global("numpy", "ndarray") + b"}Vshape\nVx\nsb.", "not a readable CIFAR pickle"),
+    (_global("numpy", "ndarray") + b"(N}Vshape\nVx\nstb.", "not a readable CIFAR pickle"),
+], ids=["dtype-defaults", "encode-defaults", "encode-dict", "ndarray-dict", "ndarray-slot"])
+def test_allowed_globals_cannot_be_modified(tmp_path, payload, refusal):
+    from cnnlab.data import cifar
+
+    before = {key: (getattr(f, "__defaults__", None), getattr(f, "__dict__", None))
+              for key, f in cifar.CifarUnpickler.ALLOWED.items()}
+    path = tmp_path / "evil"
+    path.write_bytes(payload)
+    with pytest.raises(DatasetError, match=refusal):
+        read_cifar_pickle(path)
+    after = {key: (getattr(f, "__defaults__", None), getattr(f, "__dict__", None))
+             for key, f in cifar.CifarUnpickler.ALLOWED.items()}
+    assert after == before
+    assert cifar._latin1.__defaults__ == ("latin1",) and cifar._dtype.__defaults__ == (False, False)
+
+
+def test_object_dtype_refused_in_reconstruct_too(tmp_path):
+    # _reconstruct(ndarray, (1,), "O") without a BUILD would leave an object array.
+    path = tmp_path / "evil"
+    path.write_bytes(_global("numpy.core.multiarray", "_reconstruct") + b"("
+                     + _global("numpy", "ndarray") + b"(I1\ntVO\ntR.")
+    with pytest.raises(DatasetError, match="holds Python objects"):
+        read_cifar_pickle(path)
+
+
 def test_object_arrays_and_truncation_refused(tmp_path):
     path = tmp_path / "objects"
     path.write_bytes(pickle.dumps({b"data": np.array([1, "x"], dtype=object)}, protocol=2))

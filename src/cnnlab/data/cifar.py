@@ -35,7 +35,27 @@ class ForbiddenGlobal(pickle.UnpicklingError):
 
 class _NDArrayClass:
     """Stands for ``numpy.ndarray`` inside the unpickler: only :func:`_reconstruct` accepts it,
-    so the pickle cannot call the real class with arguments of its choosing."""
+    so the pickle cannot call the real class with arguments of its choosing. No ``__dict__``
+    and no slots, so the BUILD opcode cannot set attributes on this shared instance."""
+
+    __slots__ = ()
+
+
+class _Frozen:
+    """An allowed callable as the unpickler hands it out. A plain function would let the
+    pickle's BUILD opcode set its ``__defaults__`` or ``__dict__`` and so change how every
+    later file in the process is read; this wrapper refuses every attribute assignment."""
+
+    __slots__ = ("_fn",)
+
+    def __init__(self, fn: Any) -> None:
+        object.__setattr__(self, "_fn", fn)
+
+    def __call__(self, *args: Any) -> Any:
+        return self._fn(*args)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise ForbiddenGlobal(f"setting attribute {name!r} on an allowed global")
 
 
 _NDARRAY = _NDArrayClass()
@@ -45,7 +65,7 @@ _NUMPY_RECONSTRUCT: Any = np.ndarray((0,)).__reduce__()[0]  # numpy's own, whate
 def _reconstruct(subtype: object, shape: Any, dtype: Any) -> np.ndarray:
     if subtype is not _NDARRAY:
         raise ForbiddenGlobal("numpy _reconstruct called with something other than ndarray")
-    return _NUMPY_RECONSTRUCT(np.ndarray, shape, dtype)
+    return _NUMPY_RECONSTRUCT(np.ndarray, shape, _dtype(dtype))
 
 
 def _dtype(spec: Any, align: bool = False, copy: bool = False) -> np.dtype:
@@ -68,11 +88,11 @@ class CifarUnpickler(pickle.Unpickler):
     when the pickle names it, before it could be called."""
 
     ALLOWED: dict[tuple[str, str], Any] = {
-        ("numpy.core.multiarray", "_reconstruct"): _reconstruct,  # numpy 1 (the official files)
-        ("numpy._core.multiarray", "_reconstruct"): _reconstruct,  # numpy 2
+        ("numpy.core.multiarray", "_reconstruct"): _Frozen(_reconstruct),  # numpy 1 (official)
+        ("numpy._core.multiarray", "_reconstruct"): _Frozen(_reconstruct),  # numpy 2
         ("numpy", "ndarray"): _NDARRAY,
-        ("numpy", "dtype"): _dtype,
-        ("_codecs", "encode"): _latin1,
+        ("numpy", "dtype"): _Frozen(_dtype),
+        ("_codecs", "encode"): _Frozen(_latin1),
     }
 
     def find_class(self, module: str, name: str) -> Any:
