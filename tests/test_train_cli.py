@@ -87,10 +87,11 @@ def test_resume_of_a_finished_run_trains_further(trained, tmp_path, capsys):
 
 
 def test_unknown_set_key_lists_valid_keys(tmp_path, capsys):
-    assert main(["train", "lenet5_modern", "--data", "mnist-sample", "--out", str(tmp_path),
+    out = tmp_path / "run"
+    assert main(["train", "lenet5_modern", "--data", "mnist-sample", "--out", str(out),
                  "--set", "learning_rate=0.1"]) == 2
     _one_line_error(capsys, "unknown recipe key 'learning_rate'", "valid keys:", "lr,")
-    assert not (tmp_path / "checkpoint.pt").exists()
+    assert not out.exists()
 
 
 def test_unknown_recipe_lists_recipes(tmp_path, capsys):
@@ -100,10 +101,19 @@ def test_unknown_recipe_lists_recipes(tmp_path, capsys):
 
 
 def test_batch_size_one_with_batchnorm_is_refused(tmp_path, capsys):
+    out = tmp_path / "runs" / "r20"  # neither folder exists: both must be gone afterwards
+    assert main(["train", "resnet20", "--data", "mnist-sample", "--batch-size", "1",
+                 "--out", str(out)]) == 2
+    _one_line_error(capsys, "batch size 1 cannot train resnet20", "BatchNorm")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_an_error_before_training_keeps_an_existing_folder_and_its_files(tmp_path, capsys):
+    (tmp_path / "notes.txt").write_text("earlier results")
     assert main(["train", "resnet20", "--data", "mnist-sample", "--batch-size", "1",
                  "--out", str(tmp_path)]) == 2
-    _one_line_error(capsys, "batch size 1 cannot train resnet20", "BatchNorm")
-    assert not (tmp_path / "checkpoint.pt").exists()
+    _one_line_error(capsys, "batch size 1 cannot train resnet20")
+    assert [p.name for p in tmp_path.iterdir()] == ["notes.txt"]
 
 
 def test_unwritable_output_dir_is_refused(tmp_path, capsys):
@@ -130,6 +140,7 @@ def test_class_count_mismatch_on_resume_and_eval(tmp_path, capsys):
     assert main(["train", "--resume", ckpt, "--data", "mnist-sample",
                  "--out", str(tmp_path / "r")]) == 2
     _one_line_error(capsys, "lenet5_modern has 4 output classes but mnist-sample has 10")
+    assert not (tmp_path / "r").exists()
     assert main(["eval", ckpt, "--data", "mnist-sample"]) == 2
     _one_line_error(capsys, "has 4 output classes but mnist-sample has 10")
 

@@ -233,6 +233,7 @@ def train(spec: RunSpec, console: Console | None = None, **fit_kw: Any) -> FitRe
     ctx = init_from_env(device)
     if ctx.enabled and device.type == "cuda":
         device = torch.device("cuda", ctx.local_rank)
+    created = _missing_folders(out) if ctx.is_main else []
     try:
         if ctx.is_main:
             prepare_out_dir(out)
@@ -303,6 +304,24 @@ def train(spec: RunSpec, console: Console | None = None, **fit_kw: Any) -> FitRe
             val_loader=val_loader, test_loader=test_loader, device=device, input_fit=fit_in,
             run_info=run_info, resume=checkpoint, dist_ctx=ctx, console=console, **fit_kw,
         )
+    except BaseException:
+        # An error before anything was written leaves no empty output folders behind;
+        # rmdir removes only empty ones, so a folder holding earlier results is kept.
+        for folder in created:
+            try:
+                folder.rmdir()
+            except OSError:
+                break
+        raise
     finally:
         shutdown(ctx)
+
+
+def _missing_folders(path: Path) -> list[Path]:
+    """``path`` and those of its parents that do not exist yet, deepest first."""
+    missing = []
+    while not path.exists() and path != path.parent:
+        missing.append(path)
+        path = path.parent
+    return missing
 
