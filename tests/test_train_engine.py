@@ -229,6 +229,51 @@ def test_save_atomic_replaces(tmp_path):
     assert [q.name for q in tmp_path.iterdir()] == ["c.pt"]
 
 
+def test_failed_writes_keep_the_old_file_and_leave_no_temporary(tmp_path, monkeypatch):
+    import csv
+
+    from cnnlab.train import checkpoint
+    from cnnlab.train.metrics import write_logs
+
+    write_logs([{"epoch": 1, "train_loss": 0.5}], tmp_path)
+    checkpoint.export_safetensors({"w": torch.ones(2)}, tmp_path / "model.safetensors")
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+
+    def disk_full(*args, **kwargs):
+        path = next((a for a in args if isinstance(a, (str, Path))), None)
+        if path is not None:  # safetensors' save_file(tensors, filename): half a file first
+            Path(path).write_bytes(b"partial")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(csv.DictWriter, "writerows", disk_full)
+    monkeypatch.setattr(checkpoint, "save_file", disk_full)
+    with pytest.raises(OSError, match="No space"):
+        write_logs([{"epoch": 1, "train_loss": 0.5}, {"epoch": 2, "train_loss": 0.4}], tmp_path)
+    with pytest.raises(OSError, match="No space"):
+        checkpoint.export_safetensors({"w": torch.zeros(2)}, tmp_path / "model.safetensors")
+    # metrics.jsonl was fully rewritten before the csv failed; the csv and weights are the old
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(before)
+    assert (tmp_path / "metrics.csv").read_bytes() == before["metrics.csv"]
+    assert (tmp_path / "model.safetensors").read_bytes() == before["model.safetensors"]
+
+
+class _RunsCode:
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return os.system, (f"touch {self.marker}",)
+
+
+def test_a_checkpoint_that_names_code_is_refused_without_running_it(tmp_path):
+    marker = tmp_path / "pwned"
+    path = tmp_path / "evil.pt"
+    torch.save({"model": {}, "config": {}, "payload": _RunsCode(marker)}, path)
+    with pytest.raises(ValueError, match="evil.pt: not a readable cnnlab checkpoint"):
+        load_checkpoint(path)
+    assert not marker.exists()
+
+
 def test_same_seed_same_weights_other_seed_other_weights(tmp_path):
     a, _ = train(tmp_path / "a", recipe(epochs=1))
     b, _ = train(tmp_path / "b", recipe(epochs=1))

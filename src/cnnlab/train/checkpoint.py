@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import os
 import random
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +26,7 @@ __all__ = [
     "restore_rng",
     "save_atomic",
     "export_safetensors",
+    "replacing",
     "unwrap",
 ]
 
@@ -59,6 +62,20 @@ def restore_rng(state: dict[str, Any]) -> None:
     np.random.set_state((kind, keys.numpy(), pos, has_gauss, cached))
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+@contextmanager
+def replacing(path: str | Path) -> Iterator[Path]:
+    """A temporary name next to ``path`` to write to: renamed over ``path`` when the block
+    ends normally, deleted when it raises, so ``path`` is either the old file or the new one.
+    The temporary name keeps the suffix (matplotlib picks the format from it)."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}{path.suffix}")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def save_atomic(obj: dict[str, Any], path: str | Path) -> Path:
@@ -110,8 +127,7 @@ def export_safetensors(model_state: dict[str, torch.Tensor], path: str | Path,
                        metadata: dict[str, str] | None = None) -> Path:
     """Weights only, as safetensors (no code, no optimiser), written atomically."""
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     tensors = {k: v.detach().contiguous().cpu() for k, v in model_state.items()}
-    save_file(tensors, str(tmp), metadata=metadata or {})
-    os.replace(tmp, path)
+    with replacing(path) as tmp:
+        save_file(tensors, str(tmp), metadata=metadata or {})
     return path

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from cnnlab.train.checkpoint import replacing
 
 __all__ = ["FIELDS", "correct_topk", "plot_curves", "write_logs"]
 
@@ -32,24 +33,17 @@ def correct_topk(logits: torch.Tensor, target: torch.Tensor, ks: Sequence[int] =
     return [hits[min(k, kmax) - 1] for k in ks]
 
 
-def _atomic_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def write_logs(history: list[dict[str, Any]], out_dir: Path) -> None:
     """Rewrite metrics.jsonl and metrics.csv from the whole history (a resumed run's log
     therefore matches its checkpoint even if a crashed run had logged further)."""
     lines = [json.dumps({k: row[k] for k in FIELDS if k in row}) for row in history]
-    _atomic_text(out_dir / "metrics.jsonl", "".join(line + "\n" for line in lines))
-    tmp = out_dir / f".metrics.csv.tmp-{os.getpid()}"
-    with open(tmp, "w", newline="") as f:
+    with replacing(out_dir / "metrics.jsonl") as tmp:
+        tmp.write_text("".join(line + "\n" for line in lines))
+    with replacing(out_dir / "metrics.csv") as tmp, open(tmp, "w", newline="") as f:
         cols = [k for k in FIELDS if any(k in row for row in history)]
         writer = csv.DictWriter(f, fieldnames=cols, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(history)
-    os.replace(tmp, out_dir / "metrics.csv")
 
 
 def plot_curves(history: list[dict[str, Any]], path: Path, title: str = "") -> Path:
@@ -79,8 +73,9 @@ def plot_curves(history: list[dict[str, Any]], path: Path, title: str = "") -> P
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}{path.suffix}")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    os.replace(tmp, path)
+    try:
+        with replacing(path) as tmp:
+            fig.savefig(tmp, dpi=110)
+    finally:
+        plt.close(fig)
     return path
