@@ -150,6 +150,8 @@ def test_nan_loss_stops_within_the_step_and_keeps_the_last_good_checkpoint(tmp_p
     assert res.stopped is not None
     assert "loss became nan at epoch 2, step 9" in res.stopped
     assert "last good checkpoint" in res.stopped and "after epoch 1" in res.stopped
+    assert res.diverged and res.weights is None
+    assert not (tmp_path / "model.safetensors").exists()  # no export of diverged weights
     # the poisoned step was not applied
     for a, b in zip(seen["before"], model.parameters(), strict=True):
         assert torch.equal(a, b)
@@ -166,6 +168,7 @@ def test_nan_in_first_epoch_says_no_checkpoint(tmp_path):
     model.poison = True
     _, res = train(tmp_path, recipe(), model=model)
     assert "step 1" in res.stopped and "no checkpoint had been written yet" in res.stopped
+    assert res.diverged
     assert not (tmp_path / "checkpoint.pt").exists()
 
 

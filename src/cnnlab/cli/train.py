@@ -79,9 +79,7 @@ def run_train(args: argparse.Namespace) -> int:
         console.print(summary_table(result))
     elif not result.stopped:
         console.print("nothing to do: the checkpoint has already trained every epoch")
-    if result.stopped and "loss became" in result.stopped:
-        return 1
-    return 0
+    return 1 if result.diverged else 0
 
 
 def run_eval(args: argparse.Namespace) -> int:

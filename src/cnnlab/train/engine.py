@@ -242,6 +242,7 @@ class FitResult:
     checkpoint: Path | None
     weights: Path | None = None
     stopped: str | None = None  # why training stopped early, in one sentence
+    diverged: bool = False  # stopped by a NaN/Inf loss (no weights are exported then)
 
 
 def fit(
@@ -321,6 +322,7 @@ def fit(
     if resume is not None and ctx.is_main:
         write_logs(history, out)  # drop rows a crashed run logged after its checkpoint
     stopped: str | None = None
+    diverged = False
     t_start = time.perf_counter() - (history[-1]["elapsed_s"] if history else 0.0)
     show = progress and ctx.is_main
 
@@ -402,6 +404,7 @@ def fit(
                     else "no checkpoint had been written yet"
                 )
                 stopped = f"{exc}; training stopped before applying that step; {where}"
+                diverged = True
                 if ctx.is_main:
                     console.print(f"[bold red]stopped:[/] {stopped}")
                 break
@@ -474,14 +477,14 @@ def fit(
     if ctx.is_main and history:
         # Drawn once at the end: matplotlib costs about a second, too much for every epoch.
         plot_curves(history, out / "curves.png", title=f"{model_name} · {recipe.name}")
-    if ctx.is_main and history and ckpt_path is not None and not (stopped and "loss" in stopped):
+    if ctx.is_main and history and ckpt_path is not None and not diverged:
         state = (ema.model if ema is not None else unwrap(model)).state_dict()
         weights = export_safetensors(
             state, out / "model.safetensors",
             metadata={"model": model_name, "recipe": recipe.name,
                       "epoch": str(history[-1]["epoch"])},
         )
-    return FitResult(history, out, ckpt_path, weights, stopped)
+    return FitResult(history, out, ckpt_path, weights, stopped, diverged)
 
 
 def _epoch_line(row: dict[str, Any]) -> str:
