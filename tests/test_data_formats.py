@@ -155,6 +155,12 @@ def test_svhn_mat(tmp_path):
     (tmp_path / "test_32x32.mat").write_bytes(b"MATLAB 5.0 garbage")
     with pytest.raises(DatasetError, match="test_32x32.mat: not a readable .mat file"):
         load_dataset("svhn", root=tmp_path)
+    import scipy.io
+
+    scipy.io.savemat(tmp_path / "test_32x32.mat",
+                     {"X": np.full((32, 32, 3, 2), 300.0), "y": np.ones((2, 1))})
+    with pytest.raises(DatasetError, match=r"test_32x32.mat: 'X' must be a uint8 .* float64"):
+        load_dataset("svhn", root=tmp_path)
 
 
 def test_folder_with_splits(tmp_path):

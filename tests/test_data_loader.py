@@ -70,6 +70,7 @@ def test_transform_and_normalisation_on_batches():
     runs = [torch.cat([x for x, _ in loader]) for _ in range(2)]
     assert torch.equal(runs[0], runs[1])  # the augmentation is seeded too
     plain = torch.cat([x for x, _ in DeviceLoader(ds, 16, shuffle=False)])
+    assert not torch.equal(runs[0], plain)  # ... and was applied
     mean = torch.tensor(ds.mean).view(1, 3, 1, 1)
     std = torch.tensor(ds.std).view(1, 3, 1, 1)
     assert torch.allclose(plain, (images / 255 - mean) / std, atol=1e-5)

@@ -35,9 +35,11 @@ def read_svhn_mat(path: str | Path) -> tuple[torch.Tensor, torch.Tensor]:
             f"{path}: not a readable .mat file ({type(exc).__name__}: {exc})"
         ) from None
     x, y = mat.get("X"), mat.get("y")
-    if not isinstance(x, np.ndarray) or x.ndim != 4 or x.shape[:3] != (32, 32, 3):
+    if not isinstance(x, np.ndarray) or x.ndim != 4 or x.shape[:3] != (32, 32, 3) \
+            or x.dtype != np.uint8:  # any other dtype would be silently wrapped into 0..255
         raise DatasetError(
-            f"{path}: 'X' must be a (32, 32, 3, N) array, got {getattr(x, 'shape', None)}"
+            f"{path}: 'X' must be a uint8 (32, 32, 3, N) array, got "
+            f"{getattr(x, 'dtype', type(x).__name__)} of shape {getattr(x, 'shape', None)}"
         )
     if not isinstance(y, np.ndarray) or y.size != x.shape[3]:
         raise DatasetError(
@@ -47,7 +49,7 @@ def read_svhn_mat(path: str | Path) -> tuple[torch.Tensor, torch.Tensor]:
     if labels.size and (labels.min() < 1 or labels.max() > 10):
         raise DatasetError(f"{path}: labels must be 1..10 (10 = digit 0), got "
                            f"{labels.min()}..{labels.max()}")
-    images = torch.from_numpy(np.ascontiguousarray(x.transpose(3, 2, 0, 1), dtype=np.uint8))
+    images = torch.from_numpy(np.ascontiguousarray(x.transpose(3, 2, 0, 1)))
     return images, torch.from_numpy(labels % 10)
 
 
