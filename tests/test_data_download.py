@@ -223,6 +223,30 @@ def test_good_zip_and_tar_extract(tmp_path):
         safe_extract(tmp_path / "c.tgz", tmp_path / "out")
 
 
+def test_a_failed_move_keeps_what_was_extracted_before(tmp_path, monkeypatch):
+    import os
+
+    from cnnlab.data import download
+
+    out = tmp_path / "out"
+    (out / "d").mkdir(parents=True)
+    (out / "d" / "old.txt").write_bytes(b"saved")
+    (tmp_path / "b.tgz").write_bytes(tar_bytes([(member("d/new.txt"), b"new")]))
+    real_replace = os.replace
+
+    def failing_replace(src, dst):
+        if ".extract-" in str(src):  # moving the new copy into place fails
+            raise OSError(28, "No space left on device")
+        real_replace(src, dst)
+
+    monkeypatch.setattr(download.os, "replace", failing_replace)
+    with pytest.raises(DatasetError, match="b.tgz: cannot extract .*No space"):
+        safe_extract(tmp_path / "b.tgz", out)
+    assert [p.name for p in out.iterdir()] == ["d"]  # no temporary folders either
+    assert [p.name for p in (out / "d").iterdir()] == ["old.txt"]
+    assert (out / "d" / "old.txt").read_bytes() == b"saved"
+
+
 def cifar_archive(tmp_path) -> tuple[bytes, tuple]:
     """A cifar-10-python.tar.gz made like the official one, and its contents' MD5s."""
     src = tmp_path / "src"

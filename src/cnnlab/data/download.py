@@ -193,6 +193,7 @@ def safe_extract(archive: str | Path, dest: str | Path) -> list[Path]:
     archive, dest = Path(archive), Path(dest)
     dest.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".extract-", dir=dest))
+    replaced = Path(tempfile.mkdtemp(prefix=".replaced-", dir=dest))
     try:
         if tarfile.is_tarfile(archive):
             with tarfile.open(archive) as tar:
@@ -208,20 +209,29 @@ def safe_extract(archive: str | Path, dest: str | Path) -> list[Path]:
                 zf.extractall(tmp)
         else:
             raise DatasetError(f"{archive}: not a tar or zip archive")
-        created = []
-        for entry in sorted(tmp.iterdir()):
-            target = dest / entry.name
-            if target.is_dir() and not target.is_symlink():
-                shutil.rmtree(target)
-            elif target.exists() or target.is_symlink():
-                target.unlink()
-            os.replace(entry, target)
-            created.append(target)
-        return created
+        return [_move_into_place(entry, dest, replaced) for entry in sorted(tmp.iterdir())]
     except (tarfile.TarError, zipfile.BadZipFile, EOFError, OSError) as exc:
         raise DatasetError(f"{archive}: cannot extract ({type(exc).__name__}: {exc})") from None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(replaced, ignore_errors=True)
+
+
+def _move_into_place(entry: Path, dest: Path, replaced: Path) -> Path:
+    """Rename ``entry`` to ``dest/entry.name``. What was there is first renamed aside into
+    ``replaced`` (deleted by the caller afterwards) and renamed back if the move fails, so an
+    error never leaves it half-deleted."""
+    target, aside = dest / entry.name, replaced / entry.name
+    had_old = target.exists() or target.is_symlink()
+    if had_old:
+        os.replace(target, aside)
+    try:
+        os.replace(entry, target)
+    except OSError:
+        if had_old:
+            os.replace(aside, target)
+        raise
+    return target
 
 
 def _refuse(archive: Path, problems: list[tuple[str, str | None]]) -> None:
