@@ -226,6 +226,7 @@ def test_channel_mismatch_on_resume(rgb_folder, tmp_path, capsys):
     assert main(["train", "--resume", ckpt, "--data", "folder", "--root", str(rgb_folder),
                  "--out", str(tmp_path / "r")]) == 2
     _one_line_error(capsys, "lenet5_modern takes 1-channel images but folder has 3 channels")
+    assert not (tmp_path / "r").exists()
 
 
 @pytest.mark.parametrize(("model", "first_lr"), [("resnet20", 0.1), ("resnet110", 0.01)])
