@@ -113,6 +113,24 @@ def test_allowed_globals_cannot_be_modified(tmp_path, payload, refusal):
     assert cifar._latin1.__defaults__ == ("latin1",) and cifar._dtype.__defaults__ == (False, False)
 
 
+def test_dtypes_are_shared_number_types_whose_flags_build_cannot_set():
+    import io
+
+    from cnnlab.data.cifar import CifarUnpickler
+
+    def load(payload):
+        return CifarUnpickler(io.BytesIO(payload), encoding="bytes").load()
+
+    # dtype("u1", False, True) as numpy pickles it, then BUILD with flags 63 (NPY_ITEM_HASOBJECT
+    # among them): on a copy those flags would stick and claim the dtype holds objects
+    dtype = load(_global("numpy", "dtype")
+                 + b"(Vu1\nI00\nI01\ntR(I3\nV|\nNNNI-1\nI-1\nI63\ntb.")
+    assert dtype == np.dtype("u1") and not dtype.hasobject and dtype.flags == 0
+    for spec in ("V8", ">u4", "S3", "M8[s]"):
+        with pytest.raises(pickle.UnpicklingError, match="not a built-in number type"):
+            load(_global("numpy", "dtype") + b"(V" + spec.encode() + b"\nI00\nI01\ntR.")
+
+
 def test_object_dtype_refused_in_reconstruct_too(tmp_path):
     # _reconstruct(ndarray, (1,), "O") without a BUILD would leave an object array.
     path = tmp_path / "evil"

@@ -69,9 +69,14 @@ def _reconstruct(subtype: object, shape: Any, dtype: Any) -> np.ndarray:
 
 
 def _dtype(spec: Any, align: bool = False, copy: bool = False) -> np.dtype:
-    dtype = np.dtype(spec, align, copy)
+    # ``copy`` is ignored on purpose: numpy's pickles ask for a copy (dtype("u1", False, True))
+    # and then BUILD it with a state whose flags a copy would take, so a crafted file could
+    # mark a copy as holding objects. numpy's shared built-in dtypes ignore that state.
+    dtype = np.dtype(spec, bool(align))
     if dtype.hasobject:  # object arrays would carry arbitrary pickled objects
         raise ForbiddenGlobal(f"numpy dtype {dtype} holds Python objects")
+    if dtype.kind not in "biuf" or dtype.isbuiltin != 1:
+        raise ForbiddenGlobal(f"numpy dtype {dtype.str} is not a built-in number type")
     return dtype
 
 
