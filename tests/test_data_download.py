@@ -304,6 +304,11 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
     assert main(["data", "download", "imagenet", "--root", str(tmp_path)]) == 2
     assert "register at image-net.org" in capsys.readouterr().err
     assert main(["data", "verify", "mnist", "--root", str(tmp_path / "nope")]) == 2
+    assert "nope does not exist" in capsys.readouterr().err
+    assert main(["data", "download", "mnist", "--root", str(tmp_path / "m"),
+                 "--retries", "-1"]) == 2
+    assert "retries must be 0 or more, got -1" in capsys.readouterr().err
+    assert not (tmp_path / "m").exists()
     assert main(["data", "info", "mnist-sample", "--json"]) == 0
     assert '"count": 10000' in capsys.readouterr().out
     assert main(["data", "verify", "mnist", "--root", str(tmp_path)]) == 2

@@ -128,6 +128,8 @@ def fetch(
 ) -> Path:
     """Download ``dest`` from the first of ``urls`` that serves it, resuming ``dest.part``;
     rename to ``dest`` only when the MD5 equals ``md5``. An existing good ``dest`` is kept."""
+    if retries < 0:
+        raise ValueError(f"retries must be 0 or more, got {retries}")
     urls = (urls,) if isinstance(urls, str) else tuple(urls)
     dest = Path(dest)
     if dest.is_file() and md5_file(dest) == md5:
