@@ -151,6 +151,24 @@ def test_resume_with_another_model_is_refused(tmp_path, capsys):
     _one_line_error(capsys, "holds 'lenet5_modern', not 'lenet5'")
 
 
+def test_predict_refuses_a_decompression_bomb_in_one_line(tmp_path, capsys):
+    import struct
+    import zlib
+
+    def chunk(kind, data):
+        crc = struct.pack(">I", zlib.crc32(kind + data))
+        return struct.pack(">I", len(data)) + kind + data + crc
+
+    # A PNG declaring 20000x20000 pixels, over twice Pillow's MAX_IMAGE_PIXELS.
+    bomb = tmp_path / "bomb.png"
+    bomb.write_bytes(b"\x89PNG\r\n\x1a\n"
+                     + chunk(b"IHDR", struct.pack(">IIBBBBB", 20000, 20000, 8, 0, 0, 0, 0))
+                     + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b""))
+    ckpt = _foreign_checkpoint(tmp_path / "ten.pt", 10)
+    assert main(["predict", ckpt, str(bomb), "--device", "cpu"]) == 2
+    _one_line_error(capsys, "bomb.png: not a readable image")
+
+
 def test_missing_checkpoint_is_one_line(capsys):
     assert main(["eval", "no/such.pt", "--data", "mnist-sample"]) == 2
     _one_line_error(capsys, "no/such.pt", "does not exist")
