@@ -179,7 +179,8 @@ def test_bf16_autocast_on_cpu_trains(tmp_path):
 
 def test_fp16_on_cpu_is_refused(tmp_path):
     with pytest.raises(ValueError, match="fp16 needs a CUDA device"):
-        train(tmp_path, recipe(amp="fp16"))
+        train(tmp_path / "run", recipe(amp="fp16"))
+    assert not (tmp_path / "run").exists()  # refused before the output folder was made
 
 
 KILLER = textwrap.dedent("""

@@ -275,7 +275,6 @@ def fit(
     """
     device = torch.device(device)
     ctx = dist_ctx or DistContext()
-    out = prepare_out_dir(out_dir) if ctx.is_main else Path(out_dir)
     console = console or Console()
     input_fit = input_fit or (lambda x: x)
     recipe = recipe_for_model(model_name, recipe)
@@ -289,6 +288,7 @@ def fit(
     steps_per_epoch = len(train_loader)
     if steps_per_epoch == 0:
         raise ValueError("the training loader yields no batches (dataset smaller than a batch?)")
+    out = prepare_out_dir(out_dir) if ctx.is_main else Path(out_dir)  # after the checks
     schedule = build_schedule(recipe, steps_per_epoch)
     last_step = total_steps(recipe, steps_per_epoch)
     scaler = torch.amp.GradScaler(device.type, enabled=recipe.amp == "fp16")
