@@ -78,10 +78,23 @@ def test_calc_conv_lecture_numbers(capsys):
         (["erf", "alexnet", "--layer", "nope"], "no layer named"),
         (["calc", "conv", "--n", "3", "--k", "5"], "smaller than 1"),
         (["calc", "conv", "--n", "0", "--k", "5"], "positive integer"),
+        (["calc", "conv", "--n", "5", "--k", "3", "--c-in", "3"], "give both"),
+        (["erf", "alexnet", "--layer", "features.5", "--out", "erf.jpg"], "ending in .png"),
+        (["erf", "alexnet", "--layer", "features.5", "--out", "/no/such/folder/erf.png"],
+         "'/no/such/folder' does not exist"),
     ],
 )
 def test_bad_input_is_one_line_exit_2(capsys, argv, match):
-    code, _, err = run(capsys, *argv)
+    code, out, err = run(capsys, *argv)
     assert code == 2
     assert err.count("\n") == 1 and err.startswith("cnnlab: error:")
     assert match in err
+    assert out == ""  # nothing half-done on stdout before the error
+
+
+def test_erf_out_folder_is_rejected_before_any_work(capsys, tmp_path):
+    # matplotlib would silently write FOLDER.png next to it and we would print "wrote FOLDER"
+    code, out, err = run(capsys, "erf", "alexnet", "--layer", "features.5", "--out",
+                         str(tmp_path))
+    assert (code, out) == (2, "") and "is a folder" in err and err.count("\n") == 1
+    assert not tmp_path.with_suffix(".png").exists()
