@@ -152,7 +152,6 @@ _UNKNOWN = object()  # a receptive field lost to an op with no rule
 @dataclass
 class _Frame:
     name: str
-    module: nn.Module
     row: Row | None  # leaf modules own a row
 
 
@@ -239,7 +238,7 @@ class _Tracer(TorchDispatchMode):
 
         frame = self.stack[-1] if self.stack else None
         allocates = bool(outs) and not func.is_view and not func._schema.is_mutable
-        row = frame.row if frame is not None and frame.row is not None else None
+        row = frame.row if frame is not None else None
         if row is None:
             if func.is_view or (rf is None and not flops and not other):
                 self._assign(outs, rf)
@@ -493,7 +492,7 @@ def summarize(
                 row = tracer.add_row(
                     Row(label, type(module).__name__, "layer" if is_leaf else "params"))
                 count(row, own)
-            tracer.stack.append(_Frame(mod_name, module, row if is_leaf else None))
+            tracer.stack.append(_Frame(mod_name, row if is_leaf else None))
 
         return hook
 
