@@ -44,7 +44,18 @@ def test_summary_csv_and_markdown_and_table(capsys):
 def test_rf_lists_stages(capsys):
     code, out, _ = run(capsys, "rf", "alexnet", "--input", "3x224x224")
     assert code == 0
-    assert "features.12" in out and "195" in out
+    cells = [[c.strip() for c in line.split("│")[1:-1]] for line in out.splitlines()
+             if line.startswith("│")]
+    # Araujo et al.'s recurrence by hand, (k, s, p) = conv1 (11, 4, 2), pool (3, 2, 0),
+    # conv2 (5, 1, 2), pool, three 3x3 'same' convs, pool:
+    # size 11 -> 11+2*4 = 19 -> 19+4*8 = 51 -> 51+2*8 = 67 -> 67+3*2*16 = 163 -> 163+2*16 = 195;
+    # jump 4 -> 8 -> 16 -> 32; start (10/2-2) = 3 -> 3+1*4 = 7 -> 7 -> 7+1*8 = 15 -> 15+1*16 = 31
+    assert cells == [
+        ["0", "features.2", "1x64x27x27", "19", "8", "7"],
+        ["1", "features.5", "1x192x13x13", "67", "16", "15"],
+        ["2", "features.12", "1x256x6x6", "195", "32", "31"],
+        ["features", "forward_features", "", "195", "32", "31"],
+    ]
 
 
 def test_erf_writes_png(capsys, tmp_path):
