@@ -86,6 +86,7 @@ def test_calc_conv_lecture_numbers(capsys):
         (["summary", "alexnet", "--batch", "0"], "positive integer"),
         (["summary", "nosuchnet"], "unknown model"),
         (["rf", "alexnet", "--input", "x"], "must look like"),
+        (["rf", "alexnet", "--input", "99999999999"], "too large"),
         (["erf", "alexnet", "--layer", "nope"], "no layer named"),
         (["calc", "conv", "--n", "3", "--k", "5"], "smaller than 1"),
         (["calc", "conv", "--n", "0", "--k", "5"], "positive integer"),

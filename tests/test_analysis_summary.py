@@ -201,6 +201,11 @@ def test_bad_requests_raise_one_clear_error():
         summarize("alexnet", (224, 224))
     with pytest.raises(ValueError, match="unknown model"):
         summarize("alexnett")
+    # more bytes than int64 counts: the input itself, or a wider map inside the model
+    with pytest.raises(ValueError, match="input 1x3x99999999999x99999999999 is too large"):
+        summarize("alexnet", (3, 99_999_999_999, 99_999_999_999))
+    with pytest.raises(ValueError, match="too large at layer '0'"):
+        summarize(nn.Sequential(nn.Conv2d(1, 2**20, 1)), (1, 2**30, 2**30))
 
 
 def test_large_input_costs_no_memory():

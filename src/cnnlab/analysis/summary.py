@@ -455,7 +455,11 @@ def summarize(
         name = getattr(model, "model_name", type(model).__name__)
 
     tracer = _Tracer(batch_size, (h, w))
-    x = torch.empty(batch_size, c, h, w, device="meta", dtype=dtype)
+    try:
+        x = torch.empty(batch_size, c, h, w, device="meta", dtype=dtype)
+    except RuntimeError as exc:  # more bytes than an int64 counts, even on meta
+        raise ValueError(f"{name}: input {batch_size}x{c}x{h}x{w} is too large: "
+                         f"{str(exc).splitlines()[0]}") from None
     tracer.set_rf(x, input_rf())
     input_row = tracer.add_row(Row("input", "Input", "input"))
     tracer.owner[id(x)] = (x, input_row)
@@ -523,6 +527,9 @@ def summarize(
     except RuntimeError as exc:
         where = tracer.stack[-1].name if tracer.stack else "the model"
         reason = str(exc).splitlines()[0]
+        if "overflow" in reason:
+            raise ValueError(f"{name}: input {c}x{h}x{w} is too large at layer {where!r}: "
+                             f"{reason}") from None
         if "too small" in reason or "size" in reason.lower():
             raise ValueError(
                 f"{name}: input {c}x{h}x{w} is too small or the wrong shape at layer "
