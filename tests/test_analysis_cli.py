@@ -71,6 +71,7 @@ def test_calc_conv_lecture_numbers(capsys):
                        "--c-in", "3", "--c-out", "96")
     assert code == 0
     assert "= 55" in out and "34,944" in out and "290,400" in out
+    assert f"= {55 * 55 * 96 * 11 * 11 * 3:,}" in out  # MACs: each output value, 11x11x3
     code, out, _ = run(capsys, "calc", "conv", "--n", "7", "--k", "3", "--s", "3")
     assert code == 0 and "= 2" in out and "floored" in out
 

@@ -293,7 +293,7 @@ class _Tracer(TorchDispatchMode):
             return propagate(func, args, kwargs, out, self.rf_of)
         except NoRule as why:
             where = self.stack[-1].name if self.stack else "(top level)"
-            self.unaccounted.append(f"{where or '(root)'}: {func} ({why}; receptive field lost)")
+            self.unaccounted.append(f"{where}: {func} ({why}; receptive field lost)")
             return _UNKNOWN
 
 
