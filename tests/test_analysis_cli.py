@@ -44,7 +44,18 @@ def test_summary_csv_and_markdown_and_table(capsys):
 def test_rf_lists_stages(capsys):
     code, out, _ = run(capsys, "rf", "alexnet", "--input", "3x224x224")
     assert code == 0
-    assert "features.12" in out and "195" in out
+    cells = [[c.strip() for c in line.split("│")[1:-1]] for line in out.splitlines()
+             if line.startswith("│")]
+    # Araujo et al.'s recurrence by hand, (k, s, p) = conv1 (11, 4, 2), pool (3, 2, 0),
+    # conv2 (5, 1, 2), pool, three 3x3 'same' convs, pool:
+    # size 11 -> 11+2*4 = 19 -> 19+4*8 = 51 -> 51+2*8 = 67 -> 67+3*2*16 = 163 -> 163+2*16 = 195;
+    # jump 4 -> 8 -> 16 -> 32; start (10/2-2) = 3 -> 3+1*4 = 7 -> 7 -> 7+1*8 = 15 -> 15+1*16 = 31
+    assert cells == [
+        ["0", "features.2", "1x64x27x27", "19", "8", "7"],
+        ["1", "features.5", "1x192x13x13", "67", "16", "15"],
+        ["2", "features.12", "1x256x6x6", "195", "32", "31"],
+        ["features", "forward_features", "", "195", "32", "31"],
+    ]
 
 
 def test_erf_writes_png(capsys, tmp_path):
@@ -60,6 +71,7 @@ def test_calc_conv_lecture_numbers(capsys):
                        "--c-in", "3", "--c-out", "96")
     assert code == 0
     assert "= 55" in out and "34,944" in out and "290,400" in out
+    assert f"= {55 * 55 * 96 * 11 * 11 * 3:,}" in out  # MACs: each output value, 11x11x3
     code, out, _ = run(capsys, "calc", "conv", "--n", "7", "--k", "3", "--s", "3")
     assert code == 0 and "= 2" in out and "floored" in out
 
@@ -75,13 +87,27 @@ def test_calc_conv_lecture_numbers(capsys):
         (["summary", "alexnet", "--batch", "0"], "positive integer"),
         (["summary", "nosuchnet"], "unknown model"),
         (["rf", "alexnet", "--input", "x"], "must look like"),
+        (["rf", "alexnet", "--input", "99999999999"], "too large"),
         (["erf", "alexnet", "--layer", "nope"], "no layer named"),
         (["calc", "conv", "--n", "3", "--k", "5"], "smaller than 1"),
         (["calc", "conv", "--n", "0", "--k", "5"], "positive integer"),
+        (["calc", "conv", "--n", "5", "--k", "3", "--c-in", "3"], "give both"),
+        (["erf", "alexnet", "--layer", "features.5", "--out", "erf.jpg"], "ending in .png"),
+        (["erf", "alexnet", "--layer", "features.5", "--out", "/no/such/folder/erf.png"],
+         "'/no/such/folder' does not exist"),
     ],
 )
 def test_bad_input_is_one_line_exit_2(capsys, argv, match):
-    code, _, err = run(capsys, *argv)
+    code, out, err = run(capsys, *argv)
     assert code == 2
     assert err.count("\n") == 1 and err.startswith("cnnlab: error:")
     assert match in err
+    assert out == ""  # nothing half-done on stdout before the error
+
+
+def test_erf_out_folder_is_rejected_before_any_work(capsys, tmp_path):
+    # matplotlib would silently write FOLDER.png next to it and we would print "wrote FOLDER"
+    code, out, err = run(capsys, "erf", "alexnet", "--layer", "features.5", "--out",
+                         str(tmp_path))
+    assert (code, out) == (2, "") and "is a folder" in err and err.count("\n") == 1
+    assert not tmp_path.with_suffix(".png").exists()

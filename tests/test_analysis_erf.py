@@ -44,3 +44,16 @@ def test_deep_stack_concentrates_the_mass():
 def test_unknown_layer_names_the_closest():
     with pytest.raises(ValueError, match="closest: features.5"):
         effective_receptive_field("alexnet", "features.55", (3, 95, 95), samples=1)
+
+
+def test_layer_the_forward_never_runs_is_a_clear_error():
+    class WithAux(nn.Module):  # like an auxiliary head, unused in eval mode
+        def __init__(self) -> None:
+            super().__init__()
+            self.body, self.aux = nn.Conv2d(1, 1, 3), nn.Conv2d(1, 1, 3)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.aux(self.body(x)) if self.training else self.body(x)
+
+    with pytest.raises(ValueError, match="'aux' is not run"):
+        effective_receptive_field(WithAux(), "aux", (1, 9, 9), samples=1)

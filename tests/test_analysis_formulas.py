@@ -69,11 +69,9 @@ def test_pool_output_size_table(n, k, s, p, ceil, expected):
 
 
 @settings(max_examples=200, deadline=None)
-@given(n=st.integers(1, 40), k=st.integers(1, 5), s=st.integers(1, 4), p=st.integers(0, 2),
+@given(n=st.integers(1, 40), k=st.integers(1, 5), s=st.integers(1, 4), p=st.integers(0, 3),
        ceil=st.booleans())
 def test_pool_output_size_equals_real_max_pool(n, k, s, p, ceil):
-    if 2 * p > k:
-        return  # PyTorch rejects these too
     x = torch.zeros(1, 1, n, n)
     try:
         real = F.max_pool2d(x, k, s, p, ceil_mode=ceil).shape[-1]

@@ -41,8 +41,9 @@ def make_additive(model: nn.Module) -> nn.Module:
         elif isinstance(m, nn.modules.batchnorm._BatchNorm):
             nn.init.ones_(m.weight)
             nn.init.zeros_(m.bias)
-            m.running_mean.zero_()
-            m.running_var.fill_(1.0 - m.eps)
+            if m.running_mean is not None:  # else it normalises with the batch's statistics
+                m.running_mean.zero_()
+                m.running_var.fill_(1.0 - m.eps)
     return model.requires_grad_(False).eval()
 
 
@@ -159,6 +160,20 @@ def test_offset_slice_matches_gradient_ground_truth():
     assert rf.jumps == (6, 6) and rf.starts == (3.0, 5.0)  # 1 + 1·2, 3 + 1·2
     out_hw = model(torch.zeros(1, 1, n, n)).shape[-2:]
     assert gradient_extent(model, 1, n) == analyser_extent(rf, out_hw, n)
+
+
+@pytest.mark.parametrize(
+    "norm", [nn.GroupNorm(1, 2), nn.GroupNorm(2, 2), nn.LayerNorm([20, 20]), nn.InstanceNorm2d(2),
+             nn.BatchNorm2d(2, track_running_stats=False)],
+    ids=["group-norm-1", "group-norm-2", "layer-norm-hw", "instance-norm", "bn-batch-stats"])
+def test_per_sample_norms_see_the_whole_map(norm):
+    # their mean and variance come from every position, so the centre unit's gradient is
+    # nonzero over the whole input (x - mean = 0 on a constant input, 1/n terms remain)
+    n = 20
+    model = make_additive(nn.Sequential(nn.Conv2d(2, 2, 3, padding=1), norm))
+    rf = summarize(model, (2, n, n)).receptive_field
+    assert rf.covers_input
+    assert gradient_extent(model, 2, n) == analyser_extent(rf, (n, n), n) == ((0, n - 1),) * 2
 
 
 def test_se_gate_makes_the_field_global():

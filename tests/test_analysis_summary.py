@@ -100,9 +100,17 @@ def test_functional_ops_get_rows_of_their_own():
 def test_totals_add_up_and_training_estimate():
     s = summarize(Block(), (4, 8, 8), batch_size=3)
     assert s.total_params == sum(p.numel() for p in Block().parameters())
-    assert s.total_macs == sum(r.macs for r in s.layers)
+    # By hand on 4x8x8 (64 pixels): conv 3x3 4->4, SE 4->2->4 (1x1 convs with bias),
+    # left 1x1 4->2, right 3x3 4->6.
+    assert s.total_params == (4 * 4 * 9 + 4) + (4 * 2 + 2) + (2 * 4 + 4) + (4 * 2 + 2) + (
+        4 * 6 * 9 + 6) == 402
+    assert s.total_macs == 64 * 4 * 36 + 4 * 2 + 2 * 4 + 64 * 2 * 4 + 64 * 6 * 36 == 23_568
     assert s.total_flops == 2 * s.total_macs
-    assert s.activation_values == sum(r.activation_values for r in s.layers)
+    # SE avg pool 1 per input (256), ReLU 2, sigmoid 4, gate multiply 256, residual add 256
+    assert s.total_other_ops == 256 + 2 + 4 + 256 + 256
+    # input 256, conv 256, SE: pool 4, fc1 2, ReLU 2, fc2 4, sigmoid 4, multiply 256;
+    # add 256, left 128, right 384, cat 512
+    assert s.activation_values == 256 + 256 + (4 + 2 + 2 + 4 + 4 + 256) + 256 + 128 + 384 + 512
     assert row(s, "input").activation_values == 4 * 8 * 8  # per image, whatever the batch
     assert row(s, "cat").output_shape == (3, 8, 8, 8)  # shapes keep the batch
     p = s.total_params * 4
@@ -193,6 +201,11 @@ def test_bad_requests_raise_one_clear_error():
         summarize("alexnet", (224, 224))
     with pytest.raises(ValueError, match="unknown model"):
         summarize("alexnett")
+    # more bytes than int64 counts: the input itself, or a wider map inside the model
+    with pytest.raises(ValueError, match="input 1x3x99999999999x99999999999 is too large"):
+        summarize("alexnet", (3, 99_999_999_999, 99_999_999_999))
+    with pytest.raises(ValueError, match="too large at layer '0'"):
+        summarize(nn.Sequential(nn.Conv2d(1, 2**20, 1)), (1, 2**30, 2**30))
 
 
 def test_large_input_costs_no_memory():

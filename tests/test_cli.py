@@ -33,6 +33,13 @@ def test_bad_flag_is_one_line_exit_2(capsys):
     assert "unrecognized arguments: --bogus" in err and err.count("\n") == 1
 
 
+def test_negative_retries_is_one_line_exit_2(capsys, tmp_path):
+    # it used to reach download() and die with an IndexError traceback
+    assert main(["data", "download", "mnist", "--root", str(tmp_path), "--retries", "-1"]) == 2
+    err = capsys.readouterr().err
+    assert "--retries: expected an integer >= 0, got '-1'" in err and err.count("\n") == 1
+
+
 def test_readme_model_table_is_in_sync():
     readme = (ROOT / "README.md").read_text()
     block = re.search(r"<!-- models:start -->\n(.*?)\n<!-- models:end -->", readme, re.S)

@@ -11,6 +11,8 @@ import torch
 from cnnlab import create_model
 from cnnlab.analysis import summarize
 
+from conftest import torchvision_reference
+
 ROOT = Path(__file__).resolve().parents[1]
 DOC = ROOT / "docs" / "lecture-numbers.md"
 
@@ -42,12 +44,57 @@ def test_vgg16_slide_rows_by_hand(rendered):
     assert f"**{conv_params + fc:,}**" in rendered
     assert f"**{fc:,}**" in rendered  # the FC head
     assert f"**{512 * 1000 + 1000:,}**" in rendered  # GAP + FC
+    # the slide's 24M is off by 24M - 15.24M; torchvision's form adds a 7x7x512 avgpool
+    assert f"wrong by {(24e6 - total) / 1e6:.2f}M values" in rendered
+    assert f"forward total is {total + 7 * 7 * 512:,} values" in rendered
+    # training at batch 1, fp32: activations + weights + grads + momentum
+    params_bytes = 4 * (conv_params + fc)
+    train_mib = (4 * (total + 7 * 7 * 512) + 3 * params_bytes) / 2**20
+    assert f"{train_mib:,.0f} MiB; the parameters alone are {params_bytes / 2**20:,.0f} MiB" \
+        in rendered
 
 
 def test_alexnet_conv1_by_hand(rendered):
-    assert (227 - 11) // 4 + 1 == 55
-    assert f"**{11 * 11 * 3 * 96 + 96:,}**" == "**34,944**"
-    assert "**34,944**" in rendered and "**55**" in rendered and "**0 parameters**" in rendered
+    n = (227 - 11) // 4 + 1
+    pool = (n - 3) // 2 + 1
+    params = 11 * 11 * 3 * 96 + 96
+    assert (n, pool, params) == (55, 27, 34_944)  # the slide's 55x55x96 and "35K"
+    assert f"**{n}**: the analyser gives 96x{n}x{n}" in rendered
+    assert f"**{params:,}**" in rendered and f"{n * n * 96 * 11 * 11 * 3:,} MACs" in rendered
+    assert f"output 96x{pool}x{pool}, **0 parameters**" in rendered
+    # the 2012 two-tower net: conv2, conv4 and conv5 see half the channels (groups=2)
+    two_tower = (params + 5 * 5 * 48 * 256 + 256 + 3 * 3 * 256 * 384 + 384
+                 + 3 * 3 * 192 * 384 + 384 + 3 * 3 * 192 * 256 + 256
+                 + 9216 * 4096 + 4096 + 4096 * 4096 + 4096 + 4096 * 1000 + 1000)
+    assert f"{two_tower:,} parameters (\"60 million\")" in rendered
+
+
+def test_lecture_lenet_rows_by_hand(rendered):
+    # 28x28x1 input, 'same' 5x5 convs (20, 50 filters), 2x2 max pools, FC 500, FC 10.
+    rows = [("input", "Input", "1x28x28", 28 * 28, 0, 0),
+            ("features.0", "Conv2d", "20x28x28", 20 * 28 * 28, 25 * 20 + 20, 25 * 20),
+            ("features.2", "MaxPool2d", "20x14x14", 20 * 14 * 14, 0, 0),
+            ("features.3", "Conv2d", "50x14x14", 50 * 14 * 14, 25 * 20 * 50 + 50, 25 * 20 * 50),
+            ("features.5", "MaxPool2d", "50x7x7", 50 * 7 * 7, 0, 0),
+            ("classifier.0", "Linear", "500", 500, 2450 * 500 + 500, 2450 * 500),
+            ("classifier.2", "Linear", "10", 10, 500 * 10 + 10, 500 * 10)]
+    for name, kind, shape, values, params, weights in rows:
+        assert f"| {name} | {kind} | {shape} | {values:,} | {params:,} | {weights:,} |" \
+            in rendered, name
+    macs = 28 * 28 * 20 * 25 + 14 * 14 * 50 * 25 * 20 + 2450 * 500 + 500 * 10
+    rf = 1 + 4 + 1 + 4 * 2 + 1 * 2  # conv5, pool2 (jump 2), conv5, pool2
+    assert f"Total {sum(r[4] for r in rows):,} parameters, {macs:,} MACs, receptive field of " \
+        f"the last map {rf}x{rf}." in rendered
+
+
+def test_googlenet_vs_alexnet_against_torchvision(rendered):
+    # torchvision's own published counts, independent of cnnlab's builders
+    alex = torchvision_reference()["alexnet"]["num_params_published"]
+    goog = torchvision_reference()["googlenet"]["num_params_published"]
+    assert f"googlenet {goog:,} vs alexnet {alex:,}: {alex / goog:.1f}x" in rendered
+    # as published: the 2012 two-tower AlexNet (above) vs GoogLeNet without aux heads
+    # (6,998,552, tests/test_googlenet.py from the paper's Table 1)
+    assert f"**{60_965_224 / 6_998_552:.1f}x** fewer" in rendered
 
 
 def test_inception_module_by_hand(rendered):
@@ -77,3 +124,11 @@ def test_resnet50_stride_placement_by_hand():
     v15 = summarize("resnet50")
     assert v15.total_macs - summarize(v1).total_macs == extra == 231_211_008
     assert v15.total_macs == pytest.approx(4.09e9, rel=2e-3)  # torchvision's 4.09 GFLOPs
+
+
+def test_resnet50_doc_figures(rendered):
+    extra = 231_211_008  # derived above
+    ref = torchvision_reference()["resnet50"]
+    assert f"+{extra / 1e6:.0f}M MACs" in rendered
+    assert f"**{ref['gflops_published']:.2f} GMACs**" in rendered  # v1.5 = torchvision's 4.09
+    assert f"Both: {ref['num_params_published']:,} parameters" in rendered

@@ -75,6 +75,9 @@ def effective_receptive_field(
         for _ in range(samples):
             x = torch.randn(1, c, h, w, generator=generator).requires_grad_(True)
             model(x)
+            if "out" not in captured:
+                raise ValueError(f"layer {layer!r} is not run by {type(model).__name__}'s "
+                                 f"forward in eval mode (an auxiliary head?); pick another layer")
             out = captured["out"]
             if out.dim() != 4:
                 raise ValueError(f"layer {layer!r} gives shape {tuple(out.shape)}, not a 4-D map")

@@ -1,7 +1,8 @@
 """The lectures' arithmetic as plain functions: output size, parameters, MACs, receptive field.
 
-Conventions: square kernels and maps unless a function says otherwise; a MAC is one
-multiply-accumulate (one FLOP = half a MAC is *not* used here: FLOPs = 2 x MACs).
+Conventions: square kernels and maps unless a function says otherwise; counts are MACs
+(multiply-accumulates) per image, bias additions not counted. One MAC is 2 FLOPs; papers
+that say "FLOPs" for multiply-adds (ResNet's 3.8 x 10^9) mean MACs.
 """
 
 from __future__ import annotations
@@ -58,11 +59,11 @@ def pool_output_size(n: int, k: int, s: int | None = None, p: int = 0, ceil_mode
     window that would start in the right padding is dropped, as PyTorch does.
     """
     s = k if s is None else s
+    _check_positive(n=n, k=k, s=s, d=d)
+    if not 0 <= 2 * p <= d * (k - 1) + 1:  # PyTorch's rule: at most half the window
+        raise ValueError(f"padding {p} must be between 0 and half the window {d * (k - 1) + 1}")
     if not ceil_mode:
         return conv_output_size(n, k, s, p, d)
-    _check_positive(n=n, k=k, s=s, d=d)
-    if not 0 <= 2 * p <= k:
-        raise ValueError(f"padding {p} must be between 0 and half the kernel {k}")
     span = n + 2 * p - d * (k - 1) - 1
     out = -(-span // s) + 1  # ceil division
     if (out - 1) * s >= n + p:

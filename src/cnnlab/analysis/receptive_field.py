@@ -7,8 +7,9 @@ Each tensor derived from the input carries, per image axis (H, W), the input int
 ``lo - P·j``, ``hi + ((K-1)·D - P)·j``, ``j·S``; an op that joins several tensors
 (residual add, concatenation, SE gate multiply) takes the union of their intervals, i.e.
 the maximum over incoming paths; a global reduction (adaptive pool to 1, mean over H, W,
-flatten before a linear layer) unions every unit along the axis. An op with no rule here
-raises :class:`NoRule` so the caller can report it rather than guess.
+flatten before a linear layer) unions every unit along the axis, and a normalisation by
+statistics over the map (group/layer/instance norm) adds that union to every unit. An op
+with no rule here raises :class:`NoRule` so the caller can report it rather than guess.
 """
 
 from __future__ import annotations
@@ -195,9 +196,10 @@ _PASS = {
     aten._native_batch_norm_legit_no_training,
     aten.cudnn_batch_norm, aten.native_dropout, aten.bernoulli, aten.clone, aten.contiguous,
     aten._to_copy, aten.detach, aten.alias, aten.lift_fresh, aten.softmax, aten._softmax,
-    aten._log_softmax, aten.log_softmax, aten.channel_shuffle, aten.native_group_norm,
-    aten.native_layer_norm, aten.hardtanh_, aten.hardtanh, aten.dropout,
+    aten._log_softmax, aten.log_softmax, aten.channel_shuffle, aten.hardtanh_, aten.hardtanh,
+    aten.dropout,
 }
+_BATCH_NORM = {aten.native_batch_norm, aten._native_batch_norm_legit, aten.cudnn_batch_norm}
 _FACTORY = {aten.new_zeros, aten.new_ones, aten.new_full, aten.new_empty, aten.zeros_like,
             aten.ones_like, aten.empty_like, aten.full_like}
 _MATMUL = {aten.mm, aten.addmm, aten.bmm, aten.baddbmm, aten.matmul, aten.linear}
@@ -234,7 +236,7 @@ def propagate(
     out_shape = _shape(outs[0]) if outs else ()
     out_spatial = len(out_shape) >= 3 and any(r.spatial for _, r in known)
 
-    if packet in (aten.convolution, aten._convolution, aten.conv2d):
+    if packet in (aten.convolution, aten._convolution):
         if args[6]:  # transposed: the field grows *and* the jump shrinks; not modelled
             raise NoRule("transposed convolution")
         if first_t.dim() != 4:
@@ -275,11 +277,42 @@ def propagate(
         if any(r.spatial for _, r in known):
             raise NoRule("matrix product of a spatial map")
         return _union(known, out_shape, False)
+    if packet in _BATCH_NORM and _uses_batch_stats(func, args, kwargs):
+        # training-mode BN, InstanceNorm, BN without running stats: statistics over the map
+        return _whole_map(first, _shape(first_t), axes=(0, 1))
+    if packet is aten.native_group_norm:  # statistics over the whole map of each group
+        return _whole_map(first, _shape(first_t), axes=(0, 1))
+    if packet is aten.native_layer_norm:  # statistics over the last len(normalized_shape) dims
+        normalised = len(args[1])
+        return _whole_map(first, _shape(first_t), axes=tuple(i for i in (0, 1)
+                                                             if normalised >= 2 - i))
     if packet in _FACTORY:
         return None  # a new tensor of zeros/ones: it depends on no input position
     if packet in _PASS or is_elementwise(func) or packet is aten.copy_:
         return _union(known, out_shape, out_spatial)
     raise NoRule("no receptive-field rule")
+
+
+def _uses_batch_stats(func: Any, args: Sequence[Any], kwargs: dict[str, Any]) -> bool:
+    """Whether a batch-norm op normalises with the input's own statistics (``training``)."""
+    names = [a.name for a in func._schema.arguments]
+    if "training" not in names:
+        return False  # _native_batch_norm_legit_no_training: running statistics
+    i = names.index("training")
+    return bool(args[i] if len(args) > i else kwargs.get("training", False))
+
+
+def _whole_map(rf: TensorRF, shape: Sequence[int], axes: Sequence[int]) -> TensorRF:
+    """Per-sample statistics over the map (group and layer norm): along each of ``axes``
+    (0 = H, 1 = W) every unit also sees what all units see, like a broadcast SE gate."""
+    if not rf.spatial:
+        return rf
+    new = list(rf.axes)
+    for i in axes:
+        a = rf.axes[i]
+        whole = a.collapse(shape[len(shape) - 2 + i])
+        new[i] = Axis(a.lo, a.hi, a.jump, whole.lo, whole.hi)
+    return TensorRF(tuple(new), True)  # type: ignore[arg-type]
 
 
 def _reshape(rf: TensorRF, in_shape: Sequence[int], out_shape: Sequence[int],

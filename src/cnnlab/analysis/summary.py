@@ -35,8 +35,9 @@ CONVENTIONS = (
     "Per image. MACs: multiply-accumulates of conv/linear/matmul ops as "
     "torch.utils.flop_counter counts them (no bias adds); FLOPs = 2 x MACs. Other ops "
     "(separate column): elementwise 1/element (activations, residual adds, SE multiplies), "
-    "batch norm 2/element, pooling K*K per output, adaptive pooling and means 1 per input, "
-    "softmax 3/element. Activation memory: values each row's output newly allocates "
+    "batch norm 2/element, group/layer norm 4/element, pooling K*K per output, adaptive "
+    "pooling and means 1 per input, softmax 3/element; views, copies and concatenation 0. "
+    "Activation memory: values each row's output newly allocates "
     "(in-place ops and views: 0), input included. Receptive field: size of one output unit's "
     "field in input pixels (not clipped at the border), jump = pixels between units, "
     "start = centre of the first unit; 'global' when every unit sees the whole input."
@@ -152,7 +153,6 @@ _UNKNOWN = object()  # a receptive field lost to an op with no rule
 @dataclass
 class _Frame:
     name: str
-    module: nn.Module
     row: Row | None  # leaf modules own a row
 
 
@@ -239,7 +239,7 @@ class _Tracer(TorchDispatchMode):
 
         frame = self.stack[-1] if self.stack else None
         allocates = bool(outs) and not func.is_view and not func._schema.is_mutable
-        row = frame.row if frame is not None and frame.row is not None else None
+        row = frame.row if frame is not None else None
         if row is None:
             if func.is_view or (rf is None and not flops and not other):
                 self._assign(outs, rf)
@@ -293,7 +293,7 @@ class _Tracer(TorchDispatchMode):
             return propagate(func, args, kwargs, out, self.rf_of)
         except NoRule as why:
             where = self.stack[-1].name if self.stack else "(top level)"
-            self.unaccounted.append(f"{where or '(root)'}: {func} ({why}; receptive field lost)")
+            self.unaccounted.append(f"{where}: {func} ({why}; receptive field lost)")
             return _UNKNOWN
 
 
@@ -455,7 +455,11 @@ def summarize(
         name = getattr(model, "model_name", type(model).__name__)
 
     tracer = _Tracer(batch_size, (h, w))
-    x = torch.empty(batch_size, c, h, w, device="meta", dtype=dtype)
+    try:
+        x = torch.empty(batch_size, c, h, w, device="meta", dtype=dtype)
+    except RuntimeError as exc:  # more bytes than an int64 counts, even on meta
+        raise ValueError(f"{name}: input {batch_size}x{c}x{h}x{w} is too large: "
+                         f"{str(exc).splitlines()[0]}") from None
     tracer.set_rf(x, input_rf())
     input_row = tracer.add_row(Row("input", "Input", "input"))
     tracer.owner[id(x)] = (x, input_row)
@@ -493,7 +497,7 @@ def summarize(
                 row = tracer.add_row(
                     Row(label, type(module).__name__, "layer" if is_leaf else "params"))
                 count(row, own)
-            tracer.stack.append(_Frame(mod_name, module, row if is_leaf else None))
+            tracer.stack.append(_Frame(mod_name, row if is_leaf else None))
 
         return hook
 
@@ -523,6 +527,9 @@ def summarize(
     except RuntimeError as exc:
         where = tracer.stack[-1].name if tracer.stack else "the model"
         reason = str(exc).splitlines()[0]
+        if "overflow" in reason:
+            raise ValueError(f"{name}: input {c}x{h}x{w} is too large at layer {where!r}: "
+                             f"{reason}") from None
         if "too small" in reason or "size" in reason.lower():
             raise ValueError(
                 f"{name}: input {c}x{h}x{w} is too small or the wrong shape at layer "

@@ -45,7 +45,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
         return int(args.func(args) or 0)
-    except (CliError, ValueError, FileNotFoundError, NotADirectoryError, PermissionError) as exc:
+    except (CliError, ValueError, OSError) as exc:  # OSError: a path that cannot be used
         message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         print(f"cnnlab: error: {message}", file=sys.stderr)
         return 2

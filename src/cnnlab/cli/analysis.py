@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import re
+from pathlib import Path
 
 import torch
 from rich.console import Console
@@ -40,6 +41,19 @@ def positive(text: str) -> int:
     return value
 
 
+def png_path(text: str) -> Path:
+    """A PNG file to write: ends in .png, in a folder that exists (checked before the work)."""
+    path = Path(text)
+    if path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text!r} is a folder; name a file such as "
+                                         f"{str(path / 'erf.png')!r}")
+    if path.suffix.lower() != ".png":
+        raise argparse.ArgumentTypeError(f"expected a file name ending in .png, got {text!r}")
+    if not path.parent.is_dir():
+        raise argparse.ArgumentTypeError(f"folder {str(path.parent)!r} does not exist")
+    return path
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("summary", help="per-layer shapes, params, MACs, memory, receptive field")
     p.add_argument("model", help="a registered model name")
@@ -60,7 +74,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--layer", required=True, help="qualified module name, e.g. features.12")
     p.add_argument("--input", type=input_size, default=None)
     p.add_argument("--samples", type=positive, default=4)
-    p.add_argument("--out", default=None, help="write the gradient map as a PNG")
+    p.add_argument("--out", type=png_path, default=None, help="write the gradient map as a PNG")
     p.set_defaults(func=run_erf)
 
     p = sub.add_parser("calc", help="the lectures' formulas by hand")
@@ -135,13 +149,15 @@ def run_erf(args: argparse.Namespace) -> int:
         ax.imshow(erf.map.numpy(), cmap="viridis")
         ax.add_patch(plt.Circle(erf.centre[::-1], erf.radius, fill=False, color="white"))
         ax.set_title(f"ERF {args.model} {args.layer}")
-        fig.savefig(args.out, dpi=100, bbox_inches="tight")
+        fig.savefig(args.out, format="png", dpi=100, bbox_inches="tight")
         plt.close(fig)
         print(f"wrote {args.out}")
     return 0
 
 
 def run_calc_conv(args: argparse.Namespace) -> int:
+    if (args.c_in is None) != (args.c_out is None):
+        raise ValueError("give both --c-in and --c-out for parameters and MACs")
     out = formulas.conv_output_size(args.n, args.k, args.s, args.p, args.d)
     span = args.n + 2 * args.p - args.d * (args.k - 1) - 1
     note = "" if span % args.s == 0 else (
@@ -149,8 +165,6 @@ def run_calc_conv(args: argparse.Namespace) -> int:
         f"the last {span % args.s} input row(s) are never covered)")
     print(f"output: ({args.n} + 2*{args.p} - {args.d}*({args.k}-1) - 1) / {args.s} + 1 = {out}"
           f"{note}")
-    if (args.c_in is None) != (args.c_out is None):
-        raise ValueError("give both --c-in and --c-out for parameters and MACs")
     if args.c_in is not None:
         params = formulas.conv_params(args.c_in, args.c_out, args.k)
         macs = formulas.conv_macs(args.c_in, args.c_out, args.k, out)

@@ -10,6 +10,16 @@ from cnnlab.cli import CliError
 from cnnlab.data import DATASETS
 
 
+def non_negative(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
+    return value
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("data", help="download, verify and describe datasets")
     actions = p.add_subparsers(dest="data_command", metavar="ACTION", parser_class=type(p))
@@ -20,7 +30,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     dl.add_argument("--root", required=True, help="folder to download into")
     dl.add_argument("--mirror", help="base URL serving the same file names instead")
     dl.add_argument("--extra", action="store_true", help="also fetch optional files (SVHN extra)")
-    dl.add_argument("--retries", type=int, default=3, help="retries per URL (default 3)")
+    dl.add_argument("--retries", type=non_negative, default=3, help="retries per URL (default 3)")
     dl.set_defaults(func=run_download)
 
     ve = actions.add_parser("verify", help="check files against the official MD5s and counts")
