@@ -158,6 +158,8 @@ def predict_images(path: str | Path, images: Sequence[str | Path], topk: int = 5
     results = []
     for file in images:
         file = Path(file)
+        if file.is_dir():
+            raise IsADirectoryError(f"image {str(file)!r} is a folder; give image files")
         if not file.is_file():
             raise FileNotFoundError(f"image {str(file)!r} does not exist")
         try:
