@@ -57,6 +57,7 @@ HU_2018 = Paper(
     url="https://arxiv.org/abs/1709.01507",
 )
 
+
 @dataclass(frozen=True)
 class ResNetSpec:
     """A ResNet as data: block type and blocks per stage (conv2_x..conv5_x of Table 1)."""
