@@ -114,6 +114,12 @@ def test_stochastic_depth_rises_linearly_to_0_2():
     probs = [m.stochastic_depth.p for s in list(model.features)[1:-1] for m in s]
     assert len(probs) == 16
     assert probs == pytest.approx([0.2 * i / 16 for i in range(16)])
+    # The same keyword as the ResNet family's; a rate of 1 would drop whole blocks always.
+    model = build_on_meta("efficientnet_b0", drop_path_rate=0.4)
+    probs = [m.stochastic_depth.p for s in list(model.features)[1:-1] for m in s]
+    assert probs == pytest.approx([0.4 * i / 16 for i in range(16)])
+    with pytest.raises(ValueError, match="drop_path_rate must be in"):
+        build_on_meta("efficientnet_b0", drop_path_rate=1.0)
 
 
 def test_stage_shapes_follow_table_1():
