@@ -186,3 +186,15 @@ def test_torchvision_form_macs_follow_table_1():
     with FlopCounterMode(display=False) as counter:
         model(torch.empty(1, 3, 224, 224, device="meta"))
     assert counter.get_total_flops() / 2 == derived
+
+
+def test_paper_form_macs_and_why_none_is_declared():
+    derived = googlenet_macs(k5=5)
+    assert module_macs(build_on_meta("googlenet_paper").eval(), 224)["Global"] == derived
+    # Table 1's ops column sums to 1,502M, but its conv1 row (34M) is far below the
+    # 7x7x3x64 convolution at 112x112 (118M): the layers give 1.58G, so no MAC count is
+    # declared for googlenet_paper.
+    table_ops = 34 + 360 + sum(row[-1] for row in TABLE_1.values()) + 1
+    assert table_ops == 1502 and 112 * 112 * 49 * 3 * 64 // 10**6 == 118
+    assert round(derived / 1e9, 2) == 1.58
+    assert cnnlab.model_info("googlenet_paper").macs is None

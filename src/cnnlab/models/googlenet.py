@@ -364,7 +364,9 @@ def googlenet(*, aux_logits: bool = False, **kwargs) -> GoogLeNet:
     dataset="imagenet",
     num_classes=1000,
     params=6_998_552,  # computed from Table 1 with biases; 13,378,280 with both aux heads
-    macs=None,  # Table 1 sums to 1.502G, but its conv1 row (34M) counts one input channel
+    # Table 1 sums to 1.502G, but its conv1 row (34M) is far below 7x7x3x64 at 112x112
+    # (118M); the layers give 1.58G (tests/test_googlenet.py), so none is declared.
+    macs=None,
     top5_error=10.07,
     error_source="Szegedy et al. 2015, Table 3: one model, one crop (ILSVRC 2014 validation)",
     recipe="szegedy2014",
