@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
 import cnnlab
 from cnnlab.models.densenet import DenseNet, _cifar_config
@@ -158,3 +159,33 @@ def test_non_bc_densenet_keeps_channels_through_transitions():
         torch.empty(1, 3, 32, 32, device="meta")
     )
     assert [m.shape[1] for m in maps] == [160, 304, 448]
+
+
+def densenet_macs(growth: int, blocks: tuple[int, ...], stem: int) -> int:
+    """Conv and FC multiply-adds of an ImageNet DenseNet-BC at 224x224 (Table 1): the 7x7/2
+    stem at 112, the blocks at 56, 28, 14, 7; each -B layer a 1x1 c->4k and a 3x3 4k->k,
+    each transition a 1x1 c->c/2 at its block's resolution before the 2x2 pool."""
+    total, side, c = 112 * 112 * 3 * stem * 49, 56, stem
+    for i, n in enumerate(blocks):
+        for _ in range(n):
+            total += side * side * (c * 4 * growth + 9 * 4 * growth * growth)
+            c += growth
+        if i < len(blocks) - 1:
+            total += side * side * c * (c // 2)
+            c, side = c // 2, side // 2
+    return total + c * 1000
+
+
+@pytest.mark.parametrize(
+    ("name", "k", "blocks", "stem"),
+    [("densenet121", 32, (6, 12, 24, 16), 64), ("densenet169", 32, (6, 12, 32, 32), 64),
+     ("densenet201", 32, (6, 12, 48, 32), 64), ("densenet161", 48, (6, 12, 36, 24), 96)],
+)
+def test_imagenet_macs_follow_from_table_1(name, k, blocks, stem):
+    derived = densenet_macs(k, blocks, stem)
+    # torchvision publishes GFLOPs (= GMACs) to three decimals.
+    assert round(derived, -6) == cnnlab.model_info(name).macs
+    model = build_on_meta(name).eval()
+    with FlopCounterMode(display=False) as counter:
+        model(torch.empty(1, 3, 224, 224, device="meta"))
+    assert counter.get_total_flops() / 2 == derived

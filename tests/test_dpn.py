@@ -11,8 +11,9 @@ from cnnlab.models.dpn import DPNStage, DualPathBlock
 
 from zoo_helpers import build_on_meta, count_params
 
-# Table 1 rows per stage: (1x1/3x3 width r, residual width bw, dense increment inc, blocks),
-# plus the stem (channels, kernel) and the 3x3 groups G = 32.
+# Rows per stage: (1x1/3x3 width r, residual width bw, dense increment inc, blocks), plus the
+# stem (channels, kernel) and the 3x3 groups G = 32. DPN-92 is Table 1; DPN-68 is not in the
+# paper and comes from the authors' released code (github.com/cypw/DPNs).
 DPN92_TABLE = {"stem": (64, 7), "stages": [(96, 256, 16, 3), (192, 512, 32, 4),
                                            (384, 1024, 24, 20), (768, 2048, 128, 3)]}
 DPN68_TABLE = {"stem": (10, 3), "stages": [(128, 64, 16, 3), (256, 128, 32, 4),

@@ -114,6 +114,12 @@ def test_stochastic_depth_rises_linearly_to_0_2():
     probs = [m.stochastic_depth.p for s in list(model.features)[1:-1] for m in s]
     assert len(probs) == 16
     assert probs == pytest.approx([0.2 * i / 16 for i in range(16)])
+    # The same keyword as the ResNet family's; a rate of 1 would drop whole blocks always.
+    model = build_on_meta("efficientnet_b0", drop_path_rate=0.4)
+    probs = [m.stochastic_depth.p for s in list(model.features)[1:-1] for m in s]
+    assert probs == pytest.approx([0.4 * i / 16 for i in range(16)])
+    with pytest.raises(ValueError, match="drop_path_rate must be in"):
+        build_on_meta("efficientnet_b0", drop_path_rate=1.0)
 
 
 def test_stage_shapes_follow_table_1():
@@ -145,3 +151,31 @@ def test_dropout_defaults_follow_the_reference_code():
     for i, p in enumerate([0.2, 0.2, 0.3, 0.3, 0.4, 0.4, 0.5, 0.5]):
         assert build_on_meta(f"efficientnet_b{i}").classifier[0].p == p
     assert build_on_meta("efficientnet_b0", dropout=0.0).classifier[0].p == 0.0
+
+
+def efficientnet_mult_adds(width: float, depth: float, res: int) -> int:
+    """Conv and FC multiply-adds at res x res: "same" padding, so each stride-2 layer gives
+    ceil(side / 2); per MBConv the 1x1 expansion at the input side, the kxk depthwise and the
+    1x1 projection at the output side, the SE's two 1x1 convs on the pooled 1x1 map."""
+    side = -(-res // 2)
+    c = round8(32 * width)
+    total = side * side * 3 * c * 9
+    for t, k, s, out, n in TABLE_1:
+        out = round8(out * width)
+        for i in range(math.ceil(n * depth)):
+            e, sq = round8(c * t), max(1, c // 4)
+            total += side * side * c * e if t != 1 else 0
+            side = -(-side // 2) if i == 0 and s == 2 else side
+            total += side * side * (k * k * e + e * out) + 2 * e * sq
+            c = out
+    return total + side * side * c * 4 * c + 4 * c * 1000
+
+
+@pytest.mark.parametrize("name", sorted(VARIANTS))
+def test_declared_mult_adds_follow_from_table_1_at_the_declared_crop(name):
+    (w, d, _), *_rest = VARIANTS[name]
+    res = cnnlab.model_info(name).input_size[1]  # torchvision's crop (B2: 288)
+    derived = efficientnet_mult_adds(w, d, res)
+    # Declared: torchvision's GFLOPs (= GMACs) to three decimals.
+    assert round(derived, -6) == cnnlab.model_info(name).macs
+    assert mult_adds(name, res) == derived

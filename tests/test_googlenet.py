@@ -164,3 +164,37 @@ def test_transform_input_is_torchvisions_rescaling():
     expected = model(manual)
     model.transform_input = True
     torch.testing.assert_close(model(x), expected)
+
+
+def googlenet_macs(*, k5: int) -> int:
+    """Conv and FC multiply-adds at 224x224 from Table 1: conv1 at 112, conv2/conv3 at 56,
+    inception 3x at 28, 4x at 14, 5x at 7 (the max pools halve, rounding up)."""
+    total = 112 * 112 * 3 * 64 * 49 + 56 * 56 * (64 * 64 + 64 * 192 * 9)
+    cin = 192
+    for name, (n1, r3, n3, r5, n5, pp, _ops) in TABLE_1.items():
+        side = {"3": 28, "4": 14, "5": 7}[name[0]]
+        total += side * side * (cin * n1 + cin * r3 + r3 * n3 * 9 + cin * r5 + r5 * n5 * k5 * k5
+                                + cin * pp)
+        cin = n1 + n3 + n5 + pp
+    return total + cin * 1000
+
+
+def test_torchvision_form_macs_follow_table_1():
+    derived = googlenet_macs(k5=3)  # torchvision's 3x3 "5x5" branch
+    assert round(derived, -6) == cnnlab.model_info("googlenet").macs  # 1.498 GFLOPs
+    model = build_on_meta("googlenet").eval()
+    with FlopCounterMode(display=False) as counter:
+        model(torch.empty(1, 3, 224, 224, device="meta"))
+    assert counter.get_total_flops() / 2 == derived
+
+
+def test_paper_form_macs_and_why_none_is_declared():
+    derived = googlenet_macs(k5=5)
+    assert module_macs(build_on_meta("googlenet_paper").eval(), 224)["Global"] == derived
+    # Table 1's ops column sums to 1,502M, but its conv1 row (34M) is far below the
+    # 7x7x3x64 convolution at 112x112 (118M): the layers give 1.58G, so no MAC count is
+    # declared for googlenet_paper.
+    table_ops = 34 + 360 + sum(row[-1] for row in TABLE_1.values()) + 1
+    assert table_ops == 1502 and 112 * 112 * 49 * 3 * 64 // 10**6 == 118
+    assert round(derived / 1e9, 2) == 1.58
+    assert cnnlab.model_info("googlenet_paper").macs is None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
 import cnnlab
 from cnnlab.models.inception_v3 import InceptionOutputs
@@ -55,6 +56,54 @@ def test_inception_v3_params_from_the_layers():
     assert count_params(build_on_meta("inception_v3")) == inception_v3_params(aux=True)
     no_aux = build_on_meta("inception_v3", aux_logits=False)
     assert count_params(no_aux) == inception_v3_params(aux=False)
+
+
+def conv_macs(cin: int, cout: int, kh: int, kw: int | None = None, *, side: int) -> int:
+    """Multiply-adds of a convolution whose output map is side x side."""
+    return side * side * cin * cout * kh * (kh if kw is None else kw)
+
+
+def inception_v3_macs() -> int:
+    """Conv and FC multiply-adds at 299x299 (eval mode, no aux head), layer by layer as
+    inception_v3_params: Table 1's grid 149, 147, 73, 71, then 35, 17 and 8."""
+    c = conv_macs
+    total = c(3, 32, 3, side=149) + c(32, 32, 3, side=147) + c(32, 64, 3, side=147)
+    total += c(64, 80, 1, side=73) + c(80, 192, 3, side=71)
+    cin = 192
+    for pool_features in (32, 64, 64):  # at 35x35
+        total += c(cin, 64, 1, side=35) + c(cin, 48, 1, side=35) + c(48, 64, 5, side=35)
+        total += c(cin, 64, 1, side=35) + c(64, 96, 3, side=35) + c(96, 96, 3, side=35)
+        total += c(cin, pool_features, 1, side=35)
+        cin = 64 + 64 + 96 + pool_features
+    # 35 -> 17: the stride-2 convs give 17x17 maps, the branch's 1x1 and 3x3 run at 35.
+    total += c(cin, 384, 3, side=17) + c(cin, 64, 1, side=35) + c(64, 96, 3, side=35)
+    total += c(96, 96, 3, side=17)
+    cin = 768
+    for c7 in (128, 160, 160, 192):  # at 17x17
+        total += c(cin, 192, 1, side=17) + c(cin, c7, 1, side=17) + c(c7, c7, 1, 7, side=17)
+        total += c(c7, 192, 7, 1, side=17) + c(cin, c7, 1, side=17)
+        total += 3 * c(c7, c7, 7, 1, side=17) + c(c7, 192, 1, 7, side=17)
+        total += c(cin, 192, 1, side=17)
+    # 17 -> 8.
+    total += c(cin, 192, 1, side=17) + c(192, 320, 3, side=8) + c(cin, 192, 1, side=17)
+    total += c(192, 192, 1, 7, side=17) + c(192, 192, 7, 1, side=17) + c(192, 192, 3, side=8)
+    cin = 320 + 192 + cin
+    for _ in range(2):  # at 8x8
+        total += c(cin, 320, 1, side=8) + c(cin, 384, 1, side=8) + 2 * c(384, 384, 1, 3, side=8)
+        total += c(cin, 448, 1, side=8) + c(448, 384, 3, side=8) + 2 * c(384, 384, 3, 1, side=8)
+        total += c(cin, 192, 1, side=8)
+        cin = 320 + 2 * 384 + 2 * 384 + 192
+    return total + cin * 1000
+
+
+def test_inception_v3_declared_macs_from_the_layers():
+    derived = inception_v3_macs()
+    # torchvision's 5.713 GFLOPs (= GMACs, three decimals).
+    assert round(derived, -6) == cnnlab.model_info("inception_v3").macs
+    model = build_on_meta("inception_v3").eval()
+    with FlopCounterMode(display=False) as counter:
+        model(torch.empty(1, 3, 299, 299, device="meta"))
+    assert counter.get_total_flops() / 2 == derived
 
 
 def test_inception_v3_aux_head_in_training_only():

@@ -66,6 +66,8 @@ def test_lenet5_connection_counts_of_section_ii_b():
     m = cnnlab.create_model("lenet5").eval()
     shapes = output_shapes(m, ["features.c1", "features.c3"], torch.zeros(1, 1, 32, 32))
     assert conv_params(1, 6, 5) * 28 * 28 == 122_304
+    c3_connections = sum(len(inputs) for inputs in paper_table_i())
+    assert (c3_connections * 5 * 5 + 16) * 10 * 10 == 151_600  # Table I's kernels, 10x10 maps
     assert count_params(m.features.c1) * shapes["features.c1"][1] * shapes["features.c1"][2] \
         == 122_304
     assert count_params(m.features.c3) * shapes["features.c3"][1] * shapes["features.c3"][2] \

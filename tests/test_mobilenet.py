@@ -239,3 +239,49 @@ def test_v3_width_mult_scales_blocks_but_keeps_the_six_times_last_conv():
     assert model.num_features == 6 * last_block
     assert model.classifier[0].out_features == div8(1024 * 0.75)
     assert math.isclose(cnnlab.model_info("mobilenet_v3_small").top1, 67.668)
+
+
+# --------------------------------------------------------------------------------------------
+# Multiply-adds of V2 and V3 at 224x224, from the same tables
+
+
+def v2_mult_adds() -> int:
+    """Stem 3x3/2 at 112; per bottleneck the 1x1 expansion at the input resolution, the 3x3
+    depthwise and the 1x1 projection at the output resolution; last 1x1 to 1280 at 7; FC."""
+    side, c = 112, 32
+    total = side * side * 3 * c * 9
+    for t, out, n, s in V2_TABLE_2:
+        for i in range(n):
+            h = c * t
+            total += side * side * c * h if t != 1 else 0
+            side //= s if i == 0 else 1
+            total += side * side * (9 * h + h * out)
+            c = out
+    return total + side * side * c * 1280 + 1280 * 1000
+
+
+def v3_mult_adds(table, last_channel: int) -> int:
+    """As V2, with kxk depthwise kernels, the SE's two 1x1 convs on the pooled 1x1 map, the
+    1x1 to 6x the last width, and the two FC layers of the head."""
+    side, c = 112, 16
+    total = side * side * 3 * c * 9
+    for k, exp, out, se, _, s in table:
+        total += side * side * c * exp if exp != c else 0
+        side //= s
+        total += side * side * (k * k * exp + exp * out)
+        total += 2 * exp * div8(exp // 4) if se else 0
+        c = out
+    return total + side * side * c * 6 * c + 6 * c * last_channel + last_channel * 1000
+
+
+@pytest.mark.parametrize(
+    ("name", "derive"),
+    [("mobilenet_v2", v2_mult_adds),
+     ("mobilenet_v3_large", lambda: v3_mult_adds(V3_LARGE_TABLE, 1280)),
+     ("mobilenet_v3_small", lambda: v3_mult_adds(V3_SMALL_TABLE, 1024))],
+)
+def test_declared_mult_adds_follow_from_the_tables(name, derive):
+    derived = derive()
+    # Declared: torchvision's GFLOPs (= GMACs) to three decimals (0.301, 0.217, 0.057).
+    assert round(derived, -6) == cnnlab.model_info(name).macs
+    assert measured_macs(name) == derived

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
 import cnnlab
 
@@ -55,3 +56,35 @@ def test_unknown_version_is_a_clear_error():
 
     with pytest.raises(ValueError, match="version must be one of.*got '1_2'"):
         SqueezeNet("1_2")
+
+
+def squeezenet_macs(conv1_filters: int, conv1_kernel: int, pools_after: set[int]) -> int:
+    """Conv multiply-adds at 224x224: conv1 stride 2 (no padding), 3x3/2 max pools rounding
+    up after conv1 and after the fires in ``pools_after`` (0 = fire2), conv10 on the last map."""
+    def pool(side: int) -> int:
+        return -(-(side - 3) // 2) + 1
+
+    side = (224 - conv1_kernel) // 2 + 1
+    total = side * side * 3 * conv1_filters * conv1_kernel**2
+    side, c_in = pool(side), conv1_filters
+    for i, (s, e1, e3) in enumerate(FIRES):
+        total += side * side * (c_in * s + s * e1 + s * e3 * 9)
+        c_in = e1 + e3
+        if i in pools_after:
+            side = pool(side)
+    return total + side * side * 512 * 1000
+
+
+@pytest.mark.parametrize(
+    ("name", "conv1", "pools_after"),
+    [("squeezenet1_0", (96, 7), {2, 6}),  # Table 1: maxpool after conv1, fire4, fire8
+     ("squeezenet1_1", (64, 3), {1, 3})],  # v1.1: pools moved to after fire3 and fire5
+)
+def test_declared_macs_follow_from_the_layers(name, conv1, pools_after):
+    derived = squeezenet_macs(*conv1, pools_after)
+    # torchvision publishes GFLOPs (= GMACs) to three decimals: 0.819 and 0.349.
+    assert round(derived, -6) == cnnlab.model_info(name).macs
+    model = build_on_meta(name).eval()
+    with FlopCounterMode(display=False) as counter:
+        model(torch.empty(1, 3, 224, 224, device="meta"))
+    assert counter.get_total_flops() / 2 == derived

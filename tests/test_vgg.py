@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
 import cnnlab
 
@@ -86,3 +87,27 @@ def test_glorot_init_option_and_bad_init():
     assert conv.weight.abs().max() <= bound and conv.weight.abs().max() > 0.9 * bound
     with pytest.raises(ValueError, match="init must be 'kaiming' or 'glorot', got 'he'"):
         cnnlab.create_model("vgg11", init="he")
+
+
+def table_1_macs(config: str, size: int = 224) -> int:
+    """Multiply-adds of the conv and FC layers: block i runs at size / 2^i (Table 1's 2x2/2
+    pools after each block), a k x k conv costs H*W*c_in*c_out*k*k."""
+    total, c_in = 0, 3
+    for i, (width, kernels) in enumerate(zip(WIDTHS, TABLE_1[config], strict=True)):
+        side = size // 2**i
+        for k in kernels:
+            total += side * side * c_in * width * k * k
+            c_in = width
+    return total + 512 * 7 * 7 * 4096 + 4096 * 4096 + 4096 * 1000
+
+
+@pytest.mark.parametrize("config", ["A", "B", "D", "E"])
+def test_declared_macs_are_table_1_arithmetic(config):
+    derived = table_1_macs(config)
+    for name in (MODEL_OF[config], f"{MODEL_OF[config]}_bn"):  # BN adds no multiply-adds
+        # torchvision publishes GFLOPs (= GMACs) to three decimals.
+        assert round(derived, -6) == cnnlab.model_info(name).macs
+    model = build_on_meta(MODEL_OF[config]).eval()
+    with FlopCounterMode(display=False) as counter:
+        model(torch.empty(1, 3, 224, 224, device="meta"))
+    assert counter.get_total_flops() / 2 == derived

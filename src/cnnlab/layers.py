@@ -10,13 +10,13 @@ import torch.nn as nn
 __all__ = ["ConvBNAct", "DropPath", "SqueezeExcite", "drop_path", "make_divisible"]
 
 
-def make_divisible(value: float, divisor: int = 8, min_value: int | None = None) -> int:
-    """Round a channel count to a multiple of ``divisor``, never dropping more than 10%.
+def make_divisible(value: float, divisor: int = 8) -> int:
+    """Round a channel count to a multiple of ``divisor`` (at least ``divisor``), never
+    dropping more than 10%.
 
     The rule of the MobileNet and EfficientNet reference code (Sandler et al. 2018).
     """
-    min_value = divisor if min_value is None else min_value
-    rounded = max(min_value, int(value + divisor / 2) // divisor * divisor)
+    rounded = max(divisor, int(value + divisor / 2) // divisor * divisor)
     if rounded < 0.9 * value:
         rounded += divisor
     return rounded
@@ -37,18 +37,16 @@ class ConvBNAct(nn.Sequential):
         stride: int = 1,
         padding: int | tuple[int, int] | None = None,
         groups: int = 1,
-        dilation: int = 1,
         act_layer: Callable[..., nn.Module] | None = nn.ReLU,
         bn_eps: float = 1e-5,
         bn_momentum: float = 0.1,
     ) -> None:
         if padding is None:
             ks = (kernel_size, kernel_size) if isinstance(kernel_size, int) else kernel_size
-            padding = tuple((k - 1) // 2 * dilation for k in ks)
+            padding = tuple((k - 1) // 2 for k in ks)
         layers: list[nn.Module] = [
             nn.Conv2d(
-                in_channels, out_channels, kernel_size, stride, padding,
-                dilation=dilation, groups=groups, bias=False,
+                in_channels, out_channels, kernel_size, stride, padding, groups=groups, bias=False
             ),
             nn.BatchNorm2d(out_channels, eps=bn_eps, momentum=bn_momentum),
         ]

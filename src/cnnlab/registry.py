@@ -145,6 +145,8 @@ def create_model(
     selected by ``out_indices`` (default: every stage in ``feature_info``).
     """
     builder = _BUILDERS[_lookup(name)]
+    if out_indices is not None and not features_only:
+        raise ValueError("out_indices only applies with features_only=True")
     if num_classes is not None:
         kwargs["num_classes"] = num_classes
     if in_chans is not None:
@@ -155,6 +157,4 @@ def create_model(
         from cnnlab.models.base import FeatureExtractor
 
         return FeatureExtractor(model, out_indices)
-    if out_indices is not None:
-        raise ValueError("out_indices only applies with features_only=True")
     return model

@@ -172,10 +172,10 @@ DPN68 = DPNConfig(10, 3, 32, (
 _COMMON = dict(
     family="dpn", paper=DPN_PAPER, input_size=(3, 224, 224), dataset="imagenet",
     num_classes=1000, recipe="chen2017",
-    deviations=(
-        "final BN-ReLU on the concatenated paths before pooling (some ports use ELU there)",
-        "no test-time mean-max pooling (Sec. 5.1); plain global average pooling",
-    ),
+)
+_DEVIATIONS = (
+    "final BN-ReLU on the concatenated paths before pooling (some ports use ELU there)",
+    "no test-time mean-max pooling (Sec. 5.1); plain global average pooling",
 )
 
 
@@ -185,6 +185,7 @@ _COMMON = dict(
     macs=6_500_000_000,  # Table 1: 6.5 x 10^9 FLOPs (multiply-adds) at 224x224
     top1_error=20.7, top5_error=5.4,
     error_source="Chen et al. 2017, Table 2 (224x224 single crop)",
+    deviations=_DEVIATIONS,
 )
 def dpn92(**kwargs) -> DPN:
     return DPN(DPN92, **kwargs)
@@ -198,6 +199,10 @@ def dpn92(**kwargs) -> DPN:
     macs=None,
     top1_error=23.57, top5_error=6.93,
     error_source="authors' repository github.com/cypw/DPNs README (224x224 single crop)",
+    deviations=(
+        "not in the paper (Table 1 has DPN-92/98/131): the authors' released DPN-68",
+        *_DEVIATIONS,
+    ),
 )
 def dpn68(**kwargs) -> DPN:
     return DPN(DPN68, **kwargs)

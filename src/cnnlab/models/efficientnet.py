@@ -125,9 +125,11 @@ class MBConv(nn.Module):
 
 
 def _mbconv_stages(
-    rows: tuple[MBConvRow, ...], scaling: ScalingConfig, drop_path: float, conv: ConvFactory
+    rows: tuple[MBConvRow, ...], scaling: ScalingConfig, drop_path_rate: float,
+    conv: ConvFactory,
 ) -> tuple[list[nn.Sequential], list[int], list[int]]:
-    """One nn.Sequential per row; drop-path rises linearly from 0 to ``drop_path`` over blocks."""
+    """One nn.Sequential per row; drop-path rises linearly from 0 towards ``drop_path_rate``
+    over the blocks (block i of N: rate * i / N)."""
     total = sum(scale_depth(r.num_layers, scaling.depth) for r in rows)
     stages, strides, widths = [], [], []
     block_id = 0
@@ -136,7 +138,7 @@ def _mbconv_stages(
         out_ch = scale_width(row.out_channels, scaling.width)
         blocks = []
         for i in range(scale_depth(row.num_layers, scaling.depth)):
-            p = drop_path * block_id / total
+            p = drop_path_rate * block_id / total
             blocks.append(MBConv(in_ch if i == 0 else out_ch, out_ch, row,
                                  row.stride if i == 0 else 1, p, conv))
             block_id += 1
@@ -153,15 +155,17 @@ class EfficientNet(Classifier):
     def __init__(
         self, scaling: ScalingConfig, *, rows: tuple[MBConvRow, ...] = B0_ROWS,
         num_classes: int = 1000, in_chans: int = 3, dropout: float | None = None,
-        drop_path: float = 0.2,
+        drop_path_rate: float = 0.2,
     ) -> None:
         super().__init__()
+        if not 0.0 <= drop_path_rate < 1.0:
+            raise ValueError(f"drop_path_rate must be in [0, 1), got {drop_path_rate}")
         self.in_chans = in_chans
         conv: ConvFactory = (
             partial(ConvBNAct, bn_eps=1e-3, bn_momentum=0.01) if scaling.tf_bn else ConvBNAct
         )
         stem = scale_width(rows[0].in_channels, scaling.width)
-        stages, strides, widths = _mbconv_stages(rows, scaling, drop_path, conv)
+        stages, strides, widths = _mbconv_stages(rows, scaling, drop_path_rate, conv)
         last_in = widths[-1]
         head = 4 * last_in
         self.features = nn.Sequential(

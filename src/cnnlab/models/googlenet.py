@@ -26,6 +26,7 @@ __all__ = [
     "InceptionNaive",
     "googlenet",
     "googlenet_paper",
+    "imagenet_to_unit_range",
 ]
 
 GOOGLENET_PAPER = Paper(
@@ -49,6 +50,16 @@ INCEPTION_V1_COLUMNS: dict[str, tuple[int, int, int, int, int, int]] = {
 }
 
 ConvBlock = Callable[..., nn.Module]  # (in_channels, out_channels, kernel_size=, stride=, padding=)
+
+
+def imagenet_to_unit_range(x: torch.Tensor) -> torch.Tensor:
+    """torchvision's ``transform_input``: map ImageNet-normalised input (mean/std per channel)
+    to the [-1, 1] scaling that the ported (Caffe/TF) GoogLeNet and Inception v3 weights
+    were trained with."""
+    mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+    scale = torch.tensor([s / 0.5 for s in std], dtype=x.dtype, device=x.device)
+    shift = torch.tensor([(m - 0.5) / 0.5 for m in mean], dtype=x.dtype, device=x.device)
+    return x * scale.view(1, 3, 1, 1) + shift.view(1, 3, 1, 1)
 
 
 class BasicConv2d(nn.Module):
@@ -280,20 +291,12 @@ class GoogLeNet(Classifier):
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
 
-    def _transform_input(self, x: torch.Tensor) -> torch.Tensor:
-        """torchvision's ``transform_input``: map ImageNet-normalised input to the [-1, 1]
-        scaling the ported (Caffe/TF) weights were trained with."""
-        if not self.transform_input:
-            return x
-        mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
-        scale = torch.tensor([s / 0.5 for s in std], dtype=x.dtype, device=x.device)
-        shift = torch.tensor([(m - 0.5) / 0.5 for m in mean], dtype=x.dtype, device=x.device)
-        return x * scale.view(1, 3, 1, 1) + shift.view(1, 3, 1, 1)
-
     def _stages(
         self, x: torch.Tensor, with_aux: bool
     ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
-        x = self._run(self._transform_input(x), "conv1", "maxpool1", "lrn1", "conv2", "conv3",
+        if self.transform_input:
+            x = imagenet_to_unit_range(x)
+        x = self._run(x, "conv1", "maxpool1", "lrn1", "conv2", "conv3",
                       "lrn2", "maxpool2", "inception3a", "inception3b", "maxpool3", "inception4a")
         aux1 = self.aux1(x) if with_aux and self.aux1 is not None else None
         x = self._run(x, "inception4b", "inception4c", "inception4d")
@@ -361,7 +364,9 @@ def googlenet(*, aux_logits: bool = False, **kwargs) -> GoogLeNet:
     dataset="imagenet",
     num_classes=1000,
     params=6_998_552,  # computed from Table 1 with biases; 13,378,280 with both aux heads
-    macs=None,  # Table 1 sums to 1.502G, but its conv1 row (34M) counts one input channel
+    # Table 1 sums to 1.502G, but its conv1 row (34M) is far below 7x7x3x64 at 112x112
+    # (118M); the layers give 1.58G (tests/test_googlenet.py), so none is declared.
+    macs=None,
     top5_error=10.07,
     error_source="Szegedy et al. 2015, Table 3: one model, one crop (ILSVRC 2014 validation)",
     recipe="szegedy2014",

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 
 from cnnlab.layers import ConvBNAct
 from cnnlab.models.base import Classifier, check_input
-from cnnlab.models.googlenet import BasicConv2d
+from cnnlab.models.googlenet import BasicConv2d, imagenet_to_unit_range
 from cnnlab.registry import Paper, register_model
 
 __all__ = ["BN_INCEPTION_COLUMNS", "BNInception", "Inception3", "InceptionOutputs",
@@ -269,17 +269,9 @@ class Inception3(Classifier):
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
 
-    def _transform_input(self, x: torch.Tensor) -> torch.Tensor:
-        """torchvision's ``transform_input``: ImageNet-normalised input -> [-1, 1] scaling."""
-        if not self.transform_input:
-            return x
-        mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
-        scale = torch.tensor([s / 0.5 for s in std], dtype=x.dtype, device=x.device)
-        shift = torch.tensor([(m - 0.5) / 0.5 for m in mean], dtype=x.dtype, device=x.device)
-        return x * scale.view(1, 3, 1, 1) + shift.view(1, 3, 1, 1)
-
     def _stages(self, x: torch.Tensor, with_aux: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
-        x = self._transform_input(x)
+        if self.transform_input:
+            x = imagenet_to_unit_range(x)
         x = self.maxpool1(self.Conv2d_2b_3x3(self.Conv2d_2a_3x3(self.Conv2d_1a_3x3(x))))
         x = self.maxpool2(self.Conv2d_4a_3x3(self.Conv2d_3b_1x1(x)))
         aux = None

@@ -355,7 +355,6 @@ class V3Block(nn.Module):
         return out + x if self.use_res_connect else out
 
 
-
 class MobileNetV3(Classifier):
     """MobileNet V3: h-swish stem, the searched bneck rows, 1x1 conv to 6x the last width,
     GAP, FC-hswish (1280 or 1024, without BN: Sec. 5.1 "efficient last stage"), dropout, FC."""

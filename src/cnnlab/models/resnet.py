@@ -57,6 +57,7 @@ HU_2018 = Paper(
     url="https://arxiv.org/abs/1709.01507",
 )
 
+
 @dataclass(frozen=True)
 class ResNetSpec:
     """A ResNet as data: block type and blocks per stage (conv2_x..conv5_x of Table 1)."""
@@ -272,8 +273,9 @@ def plain34(**kwargs) -> ResNet:
 # --- Squeeze-and-excitation ResNets (Hu et al. 2018, Table 2, Fig. 3 right) -----------------
 
 _SE_SOURCE = "hujie-frank/SENet released models, single 224 crop"
-_SE_V1 = ("the paper's SE-ResNets use v1 stride placement (stride on the first 1x1; its "
-          "3.87 GFLOPs for SE-ResNet-50 match that, not v1.5's 4.09)",)
+# The paper's bottleneck SE-ResNets keep v1 stride placement (stride on the first 1x1): its
+# 3.87 GFLOPs for SE-ResNet-50 match that, not v1.5's 4.09. The builders default to it, so
+# this is the paper's form, not a deviation; stride_in_1x1=False gives torchvision's v1.5.
 
 
 # GFLOPs from Hu et al. 2018, Table 2; params: ResNet + per block 2*C*C/16 + C/16 + C.
@@ -288,24 +290,21 @@ def se_resnet34(**kwargs) -> ResNet:
 
 
 @register_model(**_paper_info(28_088_024, paper=HU_2018, recipe="hu2018", macs=3_870_000_000,
-                              top1_error=22.37, top5_error=6.36, error_source=_SE_SOURCE,
-                              deviations=_SE_V1))
+                              top1_error=22.37, top5_error=6.36, error_source=_SE_SOURCE))
 def se_resnet50(**kwargs) -> ResNet:
     kwargs.setdefault("stride_in_1x1", True)
     return _resnet(50, se_reduction=16, **kwargs)
 
 
 @register_model(**_paper_info(49_326_872, paper=HU_2018, recipe="hu2018", macs=7_600_000_000,
-                              top1_error=21.75, top5_error=5.72, error_source=_SE_SOURCE,
-                              deviations=_SE_V1))
+                              top1_error=21.75, top5_error=5.72, error_source=_SE_SOURCE))
 def se_resnet101(**kwargs) -> ResNet:
     kwargs.setdefault("stride_in_1x1", True)
     return _resnet(101, se_reduction=16, **kwargs)
 
 
 @register_model(**_paper_info(66_821_848, paper=HU_2018, recipe="hu2018", macs=11_320_000_000,
-                              top1_error=21.34, top5_error=5.54, error_source=_SE_SOURCE,
-                              deviations=_SE_V1))
+                              top1_error=21.34, top5_error=5.54, error_source=_SE_SOURCE))
 def se_resnet152(**kwargs) -> ResNet:
     kwargs.setdefault("stride_in_1x1", True)
     return _resnet(152, se_reduction=16, **kwargs)

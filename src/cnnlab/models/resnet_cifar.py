@@ -49,6 +49,7 @@ TARG_2016 = Paper(
     url="https://arxiv.org/abs/1603.08029",
 )
 
+
 @dataclass(frozen=True)
 class CifarNetSpec:
     """Three stages at 32x32, 16x16, 8x8 (He et al. 2016, Sec. 4.2)."""

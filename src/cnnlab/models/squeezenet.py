@@ -127,16 +127,18 @@ _COMMON = dict(
     num_classes=1000, recipe="iandola2016", torchvision=True,
     error_source="torchvision IMAGENET1K_V1 weights",
 )
+_INIT = ("Kaiming-uniform init of conv1..fire9 (torchvision's); the authors' Caffe files use "
+         "Xavier there (conv10 is N(0, 0.01) in both)")
 
 
 @register_model(**_COMMON, params=1_248_424, macs=819_000_000,
-                top1_error=100 - 58.092, top5_error=100 - 80.42)
+                top1_error=100 - 58.092, top5_error=100 - 80.42, deviations=(_INIT,))
 def squeezenet1_0(**kwargs) -> SqueezeNet:
     return SqueezeNet("1_0", **kwargs)
 
 
 @register_model(**_COMMON, params=1_235_496, macs=349_000_000,
                 top1_error=100 - 58.178, top5_error=100 - 80.624,
-                deviations=("v1.1 of the authors' release, not in the paper",))
+                deviations=("v1.1 of the authors' release, not in the paper", _INIT))
 def squeezenet1_1(**kwargs) -> SqueezeNet:
     return SqueezeNet("1_1", **kwargs)

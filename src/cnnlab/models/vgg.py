@@ -138,56 +138,60 @@ _TORCHVISION = dict(
 )
 _ADAPTIVE_POOL = "adaptive 7x7 average pool before fc6 (torchvision), an identity at 224x224"
 _BN = "batch norm after every conv (torchvision's _bn forms; not in the paper)"
+_INIT = ("Kaiming-normal (fan-out) conv init by default (torchvision's), so every depth trains "
+         "from scratch; init='glorot' is the paper's alternative to initialising from net A")
+_DEV = (_ADAPTIVE_POOL, _INIT)
+_DEV_BN = (_ADAPTIVE_POOL, _BN, _INIT)
 
 
 @register_model(**_TORCHVISION, params=132_863_336, macs=7_609_000_000,
-                top1_error=100 - 69.02, top5_error=100 - 88.628, deviations=(_ADAPTIVE_POOL,))
+                top1_error=100 - 69.02, top5_error=100 - 88.628, deviations=_DEV)
 def vgg11(**kwargs) -> VGG:
     return _vgg("A", False, **kwargs)
 
 
 @register_model(**_TORCHVISION, params=132_868_840, macs=7_609_000_000,
                 top1_error=100 - 70.37, top5_error=100 - 89.81,
-                deviations=(_ADAPTIVE_POOL, _BN))
+                deviations=_DEV_BN)
 def vgg11_bn(**kwargs) -> VGG:
     return _vgg("A", True, **kwargs)
 
 
 @register_model(**_TORCHVISION, params=133_047_848, macs=11_308_000_000,
-                top1_error=100 - 69.928, top5_error=100 - 89.246, deviations=(_ADAPTIVE_POOL,))
+                top1_error=100 - 69.928, top5_error=100 - 89.246, deviations=_DEV)
 def vgg13(**kwargs) -> VGG:
     return _vgg("B", False, **kwargs)
 
 
 @register_model(**_TORCHVISION, params=133_053_736, macs=11_308_000_000,
                 top1_error=100 - 71.586, top5_error=100 - 90.374,
-                deviations=(_ADAPTIVE_POOL, _BN))
+                deviations=_DEV_BN)
 def vgg13_bn(**kwargs) -> VGG:
     return _vgg("B", True, **kwargs)
 
 
 @register_model(**_TORCHVISION, params=138_357_544, macs=15_470_000_000,
-                top1_error=100 - 71.592, top5_error=100 - 90.382, deviations=(_ADAPTIVE_POOL,))
+                top1_error=100 - 71.592, top5_error=100 - 90.382, deviations=_DEV)
 def vgg16(**kwargs) -> VGG:
     return _vgg("D", False, **kwargs)
 
 
 @register_model(**_TORCHVISION, params=138_365_992, macs=15_470_000_000,
                 top1_error=100 - 73.36, top5_error=100 - 91.516,
-                deviations=(_ADAPTIVE_POOL, _BN))
+                deviations=_DEV_BN)
 def vgg16_bn(**kwargs) -> VGG:
     return _vgg("D", True, **kwargs)
 
 
 @register_model(**_TORCHVISION, params=143_667_240, macs=19_632_000_000,
-                top1_error=100 - 72.376, top5_error=100 - 90.876, deviations=(_ADAPTIVE_POOL,))
+                top1_error=100 - 72.376, top5_error=100 - 90.876, deviations=_DEV)
 def vgg19(**kwargs) -> VGG:
     return _vgg("E", False, **kwargs)
 
 
 @register_model(**_TORCHVISION, params=143_678_248, macs=19_632_000_000,
                 top1_error=100 - 74.218, top5_error=100 - 91.842,
-                deviations=(_ADAPTIVE_POOL, _BN))
+                deviations=_DEV_BN)
 def vgg19_bn(**kwargs) -> VGG:
     return _vgg("E", True, **kwargs)
 
@@ -196,7 +200,7 @@ def vgg19_bn(**kwargs) -> VGG:
 # scale, training and test scale 256, ILSVRC-2012 val).
 _PAPER_ONLY = dict(
     family="vgg", paper=SIMONYAN_2015, input_size=(3, 224, 224), dataset="imagenet",
-    num_classes=1000, recipe="simonyan2014", deviations=(_ADAPTIVE_POOL,),
+    num_classes=1000, recipe="simonyan2014", deviations=_DEV,
 )
 
 
