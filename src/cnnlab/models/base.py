@@ -14,8 +14,9 @@ __all__ = ["Classifier", "FeatureExtractor", "check_input"]
 class Classifier(nn.Module):
     """Base class of every model in the zoo.
 
-    Subclasses implement ``forward_features`` (input -> last unpooled feature map) and
-    ``forward_head`` (feature map -> logits), and set in ``__init__``:
+    ``forward_features`` maps the input to the last unpooled feature map and ``forward_head``
+    maps that to logits; the defaults run ``features`` and ``classifier(flatten(avgpool(x)))``,
+    and a family built otherwise overrides them. Subclasses set in ``__init__``:
 
     - ``in_chans``: channels the stem takes;
     - ``feature_info``: one dict per stage, ``{"channels", "reduction", "module"}``, where
@@ -29,11 +30,13 @@ class Classifier(nn.Module):
     fixed_input_size: tuple[int, int] | None = None
     feature_info: list[dict[str, Any]]
 
+    # The defaults serve the layout most families share (``features``, then ``avgpool`` and
+    # ``classifier``); families built otherwise override them.
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
+        return self.features(x)
 
     def forward_head(self, x: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
+        return self.classifier(torch.flatten(self.avgpool(x), 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_input(self, x)

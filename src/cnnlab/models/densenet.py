@@ -221,9 +221,6 @@ class DenseNet(Classifier):
             elif isinstance(m, nn.Linear):
                 nn.init.zeros_(m.bias)
 
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.features(x)
-
     def forward_head(self, x: torch.Tensor) -> torch.Tensor:
         x = F.adaptive_avg_pool2d(F.relu(x), 1)
         return self.classifier(torch.flatten(x, 1))

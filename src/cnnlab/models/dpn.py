@@ -146,12 +146,6 @@ class DPN(Classifier):
             elif isinstance(m, nn.Linear):
                 nn.init.zeros_(m.bias)
 
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.features(x)
-
-    def forward_head(self, x: torch.Tensor) -> torch.Tensor:
-        return self.classifier(torch.flatten(self.avgpool(x), 1))
-
 
 # Table 1, Chen et al. 2017: DPN-92 (32x3d): 7x7 64-channel stem, G = 32.
 DPN92 = DPNConfig(64, 7, 32, (

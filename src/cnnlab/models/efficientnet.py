@@ -197,12 +197,6 @@ class EfficientNet(Classifier):
                 nn.init.uniform_(m.weight, -bound, bound)
                 nn.init.zeros_(m.bias)
 
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.features(x)
-
-    def forward_head(self, x: torch.Tensor) -> torch.Tensor:
-        return self.classifier(torch.flatten(self.avgpool(x), 1))
-
 
 def _feature_info(strides: list[int], widths: list[int], head: int) -> list[dict]:
     """The last map at each resolution: ``features.0`` is the stem, ``features.{i+1}`` row i

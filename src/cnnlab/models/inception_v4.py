@@ -159,9 +159,6 @@ class _Inception299(Classifier):
         self.fc = nn.Linear(channels, num_classes)
         self.num_features = channels
 
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.features(x)
-
     def forward_head(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc(self.dropout(torch.flatten(self.avgpool(x), 1)))
 

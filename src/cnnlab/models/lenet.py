@@ -257,9 +257,6 @@ class LeNet5(Classifier):
                 if p is not None:
                     nn.init.uniform_(p, -2.4 / fan_in, 2.4 / fan_in)
 
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.features(x)
-
     def forward_head(self, x: torch.Tensor) -> torch.Tensor:
         distances = self.output(self.f6_act(self.f6(torch.flatten(x, 1))))
         return -distances
@@ -317,9 +314,6 @@ class LeNetModern(Classifier):
             {"channels": 16, "reduction": 4, "module": "features.5"},
         ]
 
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.features(x)
-
     def forward_head(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(torch.flatten(x, 1))
 
@@ -353,9 +347,6 @@ class LeNetLecture(Classifier):
             {"channels": 20, "reduction": 2, "module": "features.2"},
             {"channels": 50, "reduction": 4, "module": "features.5"},
         ]
-
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.features(x)
 
     def forward_head(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(torch.flatten(x, 1))

@@ -109,9 +109,6 @@ class NiN(Classifier):
                 if m.bias is not None:
                     nn.init.zeros_(m.bias)
 
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.features(x)
-
     def forward_head(self, x: torch.Tensor) -> torch.Tensor:
         return torch.flatten(self.global_pool(x), 1)
 

@@ -115,9 +115,6 @@ class SqueezeNet(Classifier):
                 if m.bias is not None:
                     nn.init.zeros_(m.bias)
 
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.features(x)
-
     def forward_head(self, x: torch.Tensor) -> torch.Tensor:
         return torch.flatten(self.classifier(x), 1)
 
