@@ -58,8 +58,16 @@ def model_row(info: ModelInfo) -> dict[str, Any]:
     }
 
 
-def models_table() -> list[dict[str, Any]]:
-    return [model_row(model_info(name)) for name in list_models()]
+def models_table(measured: dict[str, int] | None = None) -> list[dict[str, Any]]:
+    """Every model's row; ``macs_measured``: the analyser's MACs at the model's input, for
+    the models analysed so far (None for the others)."""
+    measured = measured or {}
+    rows = []
+    for name in list_models():
+        row = model_row(model_info(name))
+        row["macs_measured"] = measured.get(name)
+        rows.append(row)
+    return rows
 
 
 def parse_input(text: str | None, info: ModelInfo) -> tuple[int, int, int]:

@@ -29,6 +29,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 from cnnlab.explorer import api
 from cnnlab.explorer.runs import RunNotFound, RunsFolder
+from cnnlab.registry import list_models, model_info
 
 __all__ = ["ExplorerServer", "make_server"]
 
@@ -117,6 +118,27 @@ class ExplorerServer(HTTPServer):
         self.cache = _Cache(CACHE_ENTRIES, ANALYSIS_SLOTS)
         self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="explorer")
         self.waiting = threading.BoundedSemaphore(workers + backlog)
+        self.measured: dict[str, int] = {}  # MACs at each model's own input, once analysed
+
+    def warm(self, names: list[str] | None = None) -> None:
+        """Analyse every model at its own input, one at a time, so the table and the
+        bubble chart have computed MACs where the paper states none (`cnnlab serve` runs
+        this in the background; about a minute for the zoo on two cores)."""
+        for name in names if names is not None else list_models():
+            if name in self.measured:
+                continue
+            size = model_info(name).input_size
+            try:
+                with self.cache.slots:
+                    self.measured[name] = api.analyse(name, size).total_macs
+            except api.ApiError:
+                continue
+
+    def _detail(self, name: str, size: tuple[int, int, int]) -> bytes:
+        summary = api.analyse(name, size)
+        if size == model_info(name).input_size:
+            self.measured[name] = summary.total_macs
+        return _json(api.detail_payload(name, size, summary))
 
     @property
     def url(self) -> str:
@@ -166,12 +188,10 @@ class ExplorerServer(HTTPServer):
         route = parts[1:]
         kind = "application/json"
         if route == ["models"]:
-            return self.cache.get(("models",), lambda: _json({"models": api.models_table()})), kind
+            return _json({"models": api.models_table(self.measured)}), kind
         if len(route) == 2 and route[0] == "models":
             name, size = api.model_detail(route[1], _one(query, "input"))
-            return self.cache.get(("model", name, size),
-                                  lambda: _json(api.detail_payload(
-                                      name, size, api.analyse(name, size)))), kind
+            return self.cache.get(("model", name, size), lambda: self._detail(name, size)), kind
         if route == ["runs"]:
             root = str(self.runs.root) if self.runs.root else None
             return _json({"root": root is not None, "runs": self.runs.list()}), kind

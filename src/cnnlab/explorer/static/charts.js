@@ -67,12 +67,12 @@ export function barChart({ labels, series, format = String, width = 420, height 
 }
 
 // Lines: series = [{name, points: [[x, y], ...], dash}].
-export function lineChart({ series, xLabel = '', yLabel = '', width = 560, height = 280, logY = false, format = (v) => String(v) }) {
+export function lineChart({ series, xLabel = '', yLabel = '', width = 560, height = 280, logY = false, xInteger = false, format = (v) => String(v) }) {
   const m = { l: 56, r: 12, t: 24, b: 40 };
   const w = width - m.l - m.r, hgt = height - m.t - m.b;
   const pts = series.flatMap((s) => s.points);
   const xs = pts.map((p) => p[0]), ys = pts.map((p) => p[1]).filter((v) => !logY || v > 0);
-  const x0 = Math.min(...xs, 0), x1 = Math.max(...xs, 1);
+  const x0 = Math.min(...xs), x1 = Math.max(...xs, x0 + 1);
   let y0 = logY ? Math.min(...ys) : 0, y1 = Math.max(...ys, 1e-9);
   if (logY) { y0 = 10 ** Math.floor(Math.log10(y0 || 0.1)); y1 = 10 ** Math.ceil(Math.log10(y1)); }
   const X = (v) => ((v - x0) / (x1 - x0 || 1)) * w;
@@ -84,7 +84,7 @@ export function lineChart({ series, xLabel = '', yLabel = '', width = 560, heigh
     g.append(svg('line', { x1: 0, x2: w, y1: Y(t), y2: Y(t), stroke: '#eceff2' }),
              svg('text', { x: -4, y: Y(t) + 3, 'text-anchor': 'end', 'font-size': 10 }, format(t)));
   }
-  for (const t of ticks(x0, x1, 8)) {
+  for (const t of ticks(x0, x1, 8).filter((v) => !xInteger || Number.isInteger(v))) {
     g.append(svg('text', { x: X(t), y: hgt + 14, 'text-anchor': 'middle', 'font-size': 10 }, t));
   }
   series.forEach((s, i) => {

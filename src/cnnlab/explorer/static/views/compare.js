@@ -3,6 +3,7 @@
 import { h, api, int, fixed, size, rfText, natural, hashFor, setHash, errorBox } from '../util.js';
 import { bubbleChart, COLORS } from '../charts.js';
 import { stageCharts } from './model.js';
+import { gmacsOf } from './models.js';
 
 export async function renderCompare(root, _arg, params) {
   const [{ models }, runs] = await Promise.all([api('/api/models'), api('/api/runs').catch(() => ({ runs: [] }))]);
@@ -44,10 +45,10 @@ export async function renderCompare(root, _arg, params) {
   const dsSelect = h('select', { id: 'bubble-dataset', onchange: () => go(picked, dsSelect.value) },
     datasets.map((d) => h('option', { value: d, selected: d === dataset }, d)));
   const maxParams = Math.max(...models.map((m) => m.params));
-  const points = models.filter((m) => m.dataset === dataset && m.top1 !== null && (m.gmacs !== null || measured.has(m.name)))
+  const points = models.filter((m) => m.dataset === dataset && m.top1 !== null && (gmacsOf(m) !== null || measured.has(m.name)))
     .map((m) => {
       const i = picked.indexOf(m.name);
-      const gmacs = m.gmacs ?? measured.get(m.name);
+      const gmacs = gmacsOf(m) ?? measured.get(m.name);
       return { label: m.name, x: gmacs, y: m.top1, r: 3 + 27 * Math.sqrt(m.params / maxParams),
                color: i >= 0 ? COLORS[i % COLORS.length] : '#8896a5', highlight: i >= 0,
                title: `${m.name}: ${fixed(m.top1, 2)}% top-1, ${fixed(gmacs)} GMACs, ${int(m.params)} params` };
@@ -55,8 +56,8 @@ export async function renderCompare(root, _arg, params) {
   for (const r of runs.runs || []) {
     const m = byName.get(r.model);
     const top1 = r.best.test_top1 ?? r.best.val_top1;
-    if (!m || top1 === undefined || (r.data && !r.data.startsWith(dataset.replace(/\d+$/, '')) && r.data !== dataset)) continue;
-    const gmacs = m.gmacs ?? measured.get(m.name);
+    if (!m || top1 === undefined || !(r.data || '').startsWith(dataset)) continue;  // cifar10, mnist-sample -> mnist
+    const gmacs = gmacsOf(m) ?? measured.get(m.name);
     if (!gmacs) continue;
     points.push({ label: `run ${r.id}`, x: gmacs, y: top1, r: 6, color: '#b3261e', shape: 'diamond',
                   title: `run ${r.id} (${r.model} on ${r.data}): best ${fixed(top1, 2)}%` });

@@ -1,12 +1,16 @@
 // The models page: the zoo as a searchable, sortable, filterable table.
 import { h, api, int, fixed, size, natural, hashFor, setHash } from '../util.js';
 
+// Published GMACs, else the analyser's at the model's input (once the server has it).
+export const gmacsOf = (m) => (m.gmacs !== null ? m.gmacs : m.macs_measured !== null ? m.macs_measured / 1e9 : null);
+
 const COLUMNS = [
   { key: 'name', label: 'model', text: (m) => m.name, link: true },
   { key: 'family', label: 'family', text: (m) => m.family },
   { key: 'year', label: 'year', text: (m) => m.year, num: true },
   { key: 'params', label: 'params', text: (m) => int(m.params), num: true },
-  { key: 'gmacs', label: 'GMACs', text: (m) => fixed(m.gmacs), num: true },
+  { key: 'gmacs', label: 'GMACs', num: true, value: (m) => gmacsOf(m),
+    text: (m) => (m.gmacs !== null ? fixed(m.gmacs) : m.macs_measured !== null ? h('i', { title: 'computed by the analyser (the paper states none)' }, fixed(m.macs_measured / 1e9)) : '') },
   { key: 'input', label: 'input', text: (m) => size(m.input_size), value: (m) => m.input_size[1] },
   { key: 'dataset', label: 'dataset', text: (m) => m.dataset },
   { key: 'top1', label: 'top-1 (%)', text: (m) => fixed(m.top1, 2), num: true },
@@ -34,7 +38,7 @@ export async function renderModels(root, _arg, params) {
   root.append(h('h1', {}, 'Models'),
     h('div', { class: 'toolbar' }, search, h('label', {}, 'family ', family), h('label', {}, 'dataset ', dataset), count),
     h('div', { class: 'scroll' }, h('table', { id: 'models-table' }, h('thead', {}, head), body)),
-    h('p', { class: 'muted' }, 'GMACs: published multiply-accumulates at the model\'s input (blank where the paper states none; a model\'s page computes them at any size). Top-1: published accuracy.'));
+    h('p', { class: 'muted' }, 'GMACs: published multiply-accumulates at the model\'s input; in italics, computed by the analyser where the paper states none (the server fills them in the background). A model\'s page computes them at any size. Top-1: published accuracy.'));
 
   function draw() {
     setHash(hashFor('models', '', { q: state.q, family: state.family, dataset: state.dataset,

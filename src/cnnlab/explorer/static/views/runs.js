@@ -26,14 +26,20 @@ export async function renderRuns(root, runId, params) {
   section.append(h('div', { class: 'chart', id: 'run-curves' }, h('h3', {}, 'top-1 error per epoch (%)'),
     lineChart({ series: [{ name: 'train', points: curve('train') }, { name: 'val', points: curve('val'), dash: '6 3' },
                          { name: 'test', points: curve('test'), dash: '2 2' }], xLabel: 'epoch', yLabel: 'top-1 error (%)',
-                logY: true, format: (v) => String(+v.toPrecision(3)) })));
+                logY: true, xInteger: true, format: (v) => String(+v.toPrecision(3)) })));
   const f = run.final;
-  section.append(h('h3', {}, 'Final metrics'), h('table', { id: 'run-final' }, h('tbody', {},
-    Object.entries(f).map(([k, v]) => h('tr', {}, h('th', {}, k), h('td', { class: 'num' }, typeof v === 'number' ? (Number.isInteger(v) ? int(v) : fixed(v, 4)) : String(v)))))));
+  const facts = h('div', { class: 'cards' });
+  facts.append(h('div', {}, h('h3', {}, 'Final metrics'), h('table', { id: 'run-final' }, h('tbody', {},
+    Object.entries(f).map(([k, v]) => h('tr', {}, h('th', {}, k), h('td', { class: 'num' }, typeof v === 'number' ? (Number.isInteger(v) ? int(v) : fixed(v, 4)) : String(v))))))));
   if (run.config) {
-    section.append(h('h3', {}, `Recipe ${run.recipe || ''}`), h('table', { id: 'run-recipe' }, h('tbody', {},
-      Object.entries(run.config).map(([k, v]) => h('tr', {}, h('th', {}, k), h('td', {}, typeof v === 'object' ? JSON.stringify(v) : String(v)))))));
+    facts.append(h('div', {}, h('h3', {}, `Recipe ${run.recipe || ''}`), h('table', { id: 'run-recipe' }, h('tbody', {},
+      Object.entries(run.config).map(([k, v]) => h('tr', {}, h('th', {}, k), h('td', {}, typeof v === 'object' ? JSON.stringify(v) : String(v))))))));
   }
+  if (run.run) {
+    facts.append(h('div', {}, h('h3', {}, 'Run'), h('table', { id: 'run-facts' }, h('tbody', {},
+      Object.entries(run.run).map(([k, v]) => h('tr', {}, h('th', {}, k), h('td', {}, typeof v === 'object' ? JSON.stringify(v) : String(v))))))));
+  }
+  section.append(facts);
   section.append(h('p', { class: 'muted' }, `files: ${run.files.join(', ')}`));
   root.append(section);
 }
