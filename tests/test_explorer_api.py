@@ -383,3 +383,47 @@ def test_200_concurrent_requests_for_a_heavy_model(monkeypatch):
     finally:
         srv.shutdown()
         srv.server_close()
+
+
+def test_warm_up_fills_computed_macs_by_hand():
+    srv, thread = _serve(None)
+    try:
+        c = Client(srv.url)
+        before = {m["name"]: m for m in c.ok("/api/models")["models"]}
+        assert before["resnet20"]["macs"] is None and before["resnet20"]["macs_measured"] is None
+        srv.warm(["resnet20"])
+        after = {m["name"]: m for m in c.ok("/api/models")["models"]}
+    finally:
+        srv.shutdown()
+        srv.server_close()
+    # ResNet-20 (He et al. 2016, Sec. 4.2) at 32x32: the 3x3 stem, 3 stages of 6 3x3 convs
+    # (16, 32, 64 channels at 32, 16, 8 pixels; option A shortcuts cost nothing), the fc
+    stem = 32 * 32 * 16 * 27
+    stages = (6 * 32 * 32 * 16 * 144
+              + 16 * 16 * 32 * 144 + 5 * 16 * 16 * 32 * 288
+              + 8 * 8 * 64 * 288 + 5 * 8 * 8 * 64 * 576)
+    assert after["resnet20"]["macs_measured"] == stem + stages + 64 * 10 == 40_551_040
+
+
+def test_the_cli_serves_on_loopback_and_refuses_bad_options(tmp_path, capsys):
+    import subprocess
+    import sys
+
+    from cnnlab.cli import main
+
+    assert main(["serve", "--port", "70000"]) == 2
+    assert "--port must be between 0 and 65535" in capsys.readouterr().err
+    assert main(["serve", "--runs", str(tmp_path / "missing")]) == 2
+    assert "no such folder" in capsys.readouterr().err
+
+    proc = subprocess.Popen([sys.executable, "-m", "cnnlab", "serve", "--port", "0", "--runs",
+                             str(tmp_path)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    try:
+        line = proc.stdout.readline()
+        url = re.search(r"http://127\.0\.0\.1:\d+/", line)
+        assert url, line
+        assert Client(url.group(0)).ok("/api/runs") == {"root": True, "runs": []}
+    finally:
+        proc.terminate()
+        proc.wait(30)

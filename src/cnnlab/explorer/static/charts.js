@@ -29,9 +29,14 @@ function logTicks(lo, hi) {
 
 function legend(series) {
   if (series.length < 2) return null;
-  return svg('g', { class: 'legend' }, series.map((s, i) => svg('g', { transform: `translate(${50 + i * 110},12)` },
-    svg('rect', { width: 10, height: 10, y: -9, fill: s.color || COLORS[i % COLORS.length] }),
-    svg('text', { x: 14 }, s.name))));
+  let x = 50;  // each entry as wide as its name
+  return svg('g', { class: 'legend' }, series.map((s, i) => {
+    const item = svg('g', { transform: `translate(${x},12)` },
+      svg('rect', { width: 10, height: 10, y: -9, fill: s.color || COLORS[i % COLORS.length] }),
+      svg('text', { x: 14, 'font-size': 11 }, s.name));
+    x += 24 + 6.5 * String(s.name).length;
+    return item;
+  }));
 }
 
 // Grouped bars: series = [{name, values: [...]}], one group per label.
@@ -45,7 +50,8 @@ export function barChart({ labels, series, format = String, width = 420, height 
                 : (v) => hgt - hgt * (v / max);
   const group = w / Math.max(1, labels.length);
   const bw = Math.max(1, (group * 0.8) / series.length);
-  const root = svg('svg', { width, height, viewBox: `0 0 ${width} ${height}`, role: 'img' });
+  // scales with its box (the viewBox keeps the proportions)
+  const root = svg('svg', { viewBox: `0 0 ${width} ${height}`, role: 'img', style: 'width:100%;height:auto' });
   const g = svg('g', { transform: `translate(${m.l},${m.t})` });
   for (const t of (log ? logTicks(minPos, max) : ticks(0, max))) {
     g.append(svg('line', { x1: 0, x2: w, y1: y(t), y2: y(t), stroke: '#eceff2' }),
@@ -107,7 +113,7 @@ export function lineChart({ series, xLabel = '', yLabel = '', width = 560, heigh
 export function bubbleChart({ points, xLabel, yLabel, width = 760, height = 440 }) {
   const m = { l: 56, r: 20, t: 16, b: 42 };
   const w = width - m.l - m.r, hgt = height - m.t - m.b;
-  const root = svg('svg', { width, height, viewBox: `0 0 ${width} ${height}`, role: 'img' });
+  const root = svg('svg', { viewBox: `0 0 ${width} ${height}`, role: 'img', style: `width:100%;max-width:${width * 1.4}px;height:auto` });
   if (!points.length) return root;
   const xs = points.map((p) => p.x), ys = points.map((p) => p.y);
   const lx0 = Math.log10(Math.min(...xs)) - 0.15, lx1 = Math.log10(Math.max(...xs)) + 0.15;
