@@ -295,6 +295,31 @@ def test_a_torn_log_and_a_nan_are_reported_not_fatal(tmp_path):
     assert run["error"] == "1 unreadable line(s) in metrics.jsonl skipped"
 
 
+def test_files_linked_from_outside_are_not_read(tmp_path):
+    from explorer_runs import write_run
+
+    outside = write_run(tmp_path / "outside")
+    runs = tmp_path / "runs"
+    linked_log = runs / "linked-log"
+    linked_log.mkdir(parents=True)
+    (linked_log / "metrics.jsonl").symlink_to(outside / "metrics.jsonl")
+    linked_ckpt = runs / "linked-checkpoint"
+    linked_ckpt.mkdir()
+    (linked_ckpt / "metrics.jsonl").write_text((outside / "metrics.jsonl").read_text())
+    (linked_ckpt / "checkpoint.pt").symlink_to(outside / "checkpoint.pt")
+    srv, thread = _serve(runs)
+    try:
+        c = Client(srv.url)
+        assert [r["id"] for r in c.ok("/api/runs")["runs"]] == ["linked-checkpoint"]
+        c.error("/api/runs/linked-log", 404)
+        run = c.ok("/api/runs/linked-checkpoint")
+    finally:
+        srv.shutdown()
+        srv.server_close()
+    assert run["epochs"] == 3 and run["model"] is None and run["config"] is None
+    assert run["files"] == ["metrics.jsonl"]
+
+
 def test_without_a_runs_folder(tmp_path):
     srv, thread = _serve(None)
     try:

@@ -113,11 +113,14 @@ export function drawDiagram(detail, expanded, onToggle) {
   root.append(svg('defs', {}, svg('marker', { id: 'arrow', viewBox: '0 0 8 8', refX: 7, refY: 4, markerWidth: 6, markerHeight: 6, orient: 'auto' },
     svg('path', { d: 'M0,0 L8,4 L0,8 z', fill: '#9aa6b2' }))), edges);
   for (const n of nodes) {
-    const label = n.module ? `+ ${n.id}` : n.id;
+    // inside an expanded module's frame, the path below it is enough (the frame names it)
+    const parent = [...expanded].filter((m) => n.id.startsWith(m + '.')).sort((a, b) => b.length - a.length)[0];
+    const short = parent ? n.id.slice(parent.length + 1) : n.id;
+    const label = n.module ? `+ ${short}` : short;
     const extra = n.kind === 'add' ? 'residual add' : n.kind === 'cat' ? 'concatenation' : n.kind === 'gate' ? 'gate multiply' : n.type;
     const g = svg('g', { class: `node ${n.kind}`, 'data-node': n.id, transform: `translate(${n.x},${n.y})` },
       svg('rect', { width: W, height: H, rx: 5 }),
-      svg('text', { x: 6, y: 14, 'font-weight': 600 }, label.length > 32 ? '…' + label.slice(-31) : label),
+      svg('text', { x: 6, y: 14, 'font-weight': 600 }, label.length > 28 ? '…' + label.slice(-27) : label),
       svg('text', { x: 6, y: 28, fill: '#555' }, `${extra} · ${shape(n.output_shape)}`),
       svg('text', { x: W - 6, y: 28, 'text-anchor': 'end', fill: '#777' }, n.params ? si(n.params) + 'p' : n.macs ? si(n.macs) + ' MACs' : ''),
       svg('title', {}, `${n.id} (${n.type}${n.module ? `, ${n.rows} rows: click to expand` : ''})\n` +
