@@ -21,11 +21,14 @@ from cnnlab.explorer import make_server
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 
 # (file, URL hash, element to capture or None for the window, window height)
+SCROLL_TO_INCEPTION = (  # the diagram scrolled to maxpool2, just above inception3a
+    "const n = document.querySelector(\"[data-node='maxpool2']\");"
+    "n.closest('.diagram').scrollTop = n.transform.baseVal[0].matrix.f - 20;")
 SHOTS = [
     ("explorer-models.png", "#/models?q=resnet&sort=params&dir=desc", None, 700),
     ("explorer-model.png", "#/model/resnet50?input=3x224x224", None, 820),
     ("explorer-diagram.png", "#/model/googlenet?input=3x224x224&expand=inception3a,"
-     "inception3a.branch2", ".split", 0),
+     "inception3a.branch2", ".split", 0),  # scrolled: SCROLL_TO_INCEPTION
     ("explorer-compare.png", "#/compare?models=resnet50,vgg16,mobilenet_v2,efficientnet_b0",
      "#bubble-chart", 0),
     ("explorer-compare-stages.png", "#/compare?models=resnet50,vgg16,mobilenet_v2,"
@@ -46,9 +49,12 @@ def main() -> int:
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=args.chromium, args=["--no-sandbox"])
         for name, hash_, selector, height in SHOTS:
-            page = browser.new_page(viewport={"width": 1280, "height": height or 900})
+            width = 1500 if name == "explorer-diagram.png" else 1280  # all four branches
+            page = browser.new_page(viewport={"width": width, "height": height or 900})
             page.goto(server.url + hash_)
             page.wait_for_function("document.body.dataset.ready === 'true'", timeout=120_000)
+            if name == "explorer-diagram.png":
+                page.evaluate(SCROLL_TO_INCEPTION)
             target = page.locator(selector) if selector else page
             target.screenshot(path=str(DOCS / name))
             print(f"wrote docs/{name} ({(DOCS / name).stat().st_size // 1024} KiB)")
