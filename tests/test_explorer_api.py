@@ -55,10 +55,8 @@ class Client:
         return body["error"]
 
 
-def _serve(runs=None, **kw):
+def _serve(runs=None):
     srv = make_server(port=0, runs=runs, quiet=True)
-    for k, v in kw.items():
-        setattr(srv, k, v)
     thread = threading.Thread(target=srv.serve_forever, daemon=True)
     thread.start()
     return srv, thread
@@ -345,8 +343,7 @@ def test_lectures_are_the_documents_sections(client):
 # -- concurrency ----------------------------------------------------------------------
 def test_a_busy_server_answers_503_json(monkeypatch):
     release = threading.Event()
-    srv = server_module.ExplorerServer(("127.0.0.1", 0), workers=1, backlog=0)
-    srv.quiet = True
+    srv = server_module.ExplorerServer(("127.0.0.1", 0), workers=1, backlog=0, quiet=True)
     original = srv.answer
 
     def slow(path, query):

@@ -14,8 +14,8 @@ from cnnlab.analysis.summary import Row, Summary, summarize
 from cnnlab.registry import ModelInfo, list_models, model_info
 
 __all__ = [
-    "MAX_ACTIVATION_VALUES", "MAX_SIDE", "ApiError", "analyse", "lecture_sections",
-    "model_detail", "model_row", "models_table", "parse_input",
+    "MAX_ACTIVATION_VALUES", "MAX_SIDE", "ApiError", "analyse", "check_model_request",
+    "detail_payload", "lecture_sections", "model_row", "models_table", "parse_input",
 ]
 
 MAX_SIDE = 4096  # pixels per side of a typed input size
@@ -177,7 +177,7 @@ def _stages(summary: Summary) -> list[dict[str, Any]]:
     return list(groups.values())
 
 
-def model_detail(name: str, size_text: str | None) -> tuple[str, tuple[int, int, int]]:
+def check_model_request(name: str, size_text: str | None) -> tuple[str, tuple[int, int, int]]:
     """Validate a model request: (registered name, input size). Raises ApiError."""
     info = _info(name)
     return info.name, parse_input(size_text, info)

@@ -72,7 +72,7 @@ class RunsFolder:
                     found.append(child.name)
         return found
 
-    def list(self) -> list[dict[str, Any]]:
+    def listing(self) -> list[dict[str, Any]]:
         """One line per run: id, model, recipe, epochs and the final metrics."""
         out = []
         for run_id in self.ids():

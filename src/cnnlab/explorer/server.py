@@ -111,8 +111,9 @@ class ExplorerServer(HTTPServer):
     request_queue_size = BACKLOG  # the listen() backlog, for bursts of connections
 
     def __init__(self, address: tuple[str, int], runs: str | Path | None = None,
-                 workers: int = WORKERS, backlog: int = BACKLOG) -> None:
+                 workers: int = WORKERS, backlog: int = BACKLOG, quiet: bool = False) -> None:
         super().__init__(address, _Handler)
+        self.quiet = quiet  # no access log
         self.runs = RunsFolder(runs)
         self.static = _static_files()
         self.cache = _Cache(CACHE_ENTRIES, ANALYSIS_SLOTS)
@@ -190,11 +191,11 @@ class ExplorerServer(HTTPServer):
         if route == ["models"]:
             return _json({"models": api.models_table(self.measured)}), kind
         if len(route) == 2 and route[0] == "models":
-            name, size = api.model_detail(route[1], _one(query, "input"))
+            name, size = api.check_model_request(route[1], _one(query, "input"))
             return self.cache.get(("model", name, size), lambda: self._detail(name, size)), kind
         if route == ["runs"]:
-            root = str(self.runs.root) if self.runs.root else None
-            return _json({"root": root is not None, "runs": self.runs.list()}), kind
+            return _json({"root": self.runs.root is not None,
+                          "runs": self.runs.listing()}), kind
         if len(route) == 2 and route[0] == "runs":
             try:
                 return _json(self.runs.get(route[1])), kind
@@ -267,7 +268,7 @@ class _Handler(BaseHTTPRequestHandler):
                    "application/json")
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
-        if getattr(self.server, "quiet", False):
+        if self.server.quiet:
             return
         super().log_message(format, *args)
 
@@ -275,6 +276,4 @@ class _Handler(BaseHTTPRequestHandler):
 def make_server(host: str = "127.0.0.1", port: int = 8000, runs: str | Path | None = None,
                 quiet: bool = False) -> ExplorerServer:
     """A bound, not yet serving, explorer server (port 0: any free port)."""
-    server = ExplorerServer((host, port), runs=runs)
-    server.quiet = quiet  # type: ignore[attr-defined]
-    return server
+    return ExplorerServer((host, port), runs=runs, quiet=quiet)
