@@ -452,3 +452,20 @@ def test_the_cli_serves_on_loopback_and_refuses_bad_options(tmp_path, capsys):
     finally:
         proc.terminate()
         proc.wait(30)
+
+
+def test_the_wheel_ships_every_file_of_the_page():
+    """pyproject's package-data globs cover the page, so `pip install cnnlab` serves it."""
+    import fnmatch
+
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+    patterns = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"][
+        "package-data"]["cnnlab"]
+    package = ROOT / "src" / "cnnlab"
+    static = sorted(p for p in (package / "explorer" / "static").rglob("*") if p.is_file())
+    assert len(static) >= 10
+    for path in static:
+        rel = path.relative_to(package).as_posix()
+        # setuptools' globs do not cross "/" with "*"
+        assert any(fnmatch.fnmatch(rel, p) and rel.count("/") == p.count("/")
+                   for p in patterns), rel

@@ -157,13 +157,12 @@ def _stages(summary: Summary) -> list[dict[str, Any]]:
         path = row.name.split(" ")[0]
         keys.append(next((m for m in modules if path == m or path.startswith(m + ".")), None))
     following = "head"
-    for i in range(len(keys) - 1, -1, -1):  # fill each gap with the next stage
-        if keys[i] is None:
-            keys[i] = following
-        else:
-            following = keys[i]
+    filled: list[str] = []
+    for key in reversed(keys):  # fill each gap with the next stage
+        following = key or following
+        filled.append(following)
     groups: dict[str, dict[str, Any]] = {}
-    for row, key in zip(rows, keys, strict=True):
+    for row, key in zip(rows, reversed(filled), strict=True):
         g = groups.setdefault(key, {"name": key, "params": 0, "macs": 0, "activation_values": 0})
         g["params"] += row.params
         g["macs"] += row.macs

@@ -124,7 +124,7 @@ class RunsFolder:
             cached = self._facts.get(key)
         if cached is not None:
             return cached
-        facts = _checkpoint_facts(ckpt) if ckpt is not None else _weights_facts(weights)
+        facts = _checkpoint_facts(ckpt) if ckpt is not None else _weights_facts(source)
         with self._lock:
             self._facts[key] = facts
         return facts
@@ -171,8 +171,8 @@ def _checkpoint_facts(path: Path) -> dict[str, Any]:
         return {"error": f"checkpoint.pt not readable: {str(exc).splitlines()[0][:200]}"}
     if not isinstance(ckpt, dict):
         return {"error": "checkpoint.pt is not a cnnlab checkpoint"}
-    config = ckpt.get("config") if isinstance(ckpt.get("config"), dict) else {}
-    run = ckpt.get("run") if isinstance(ckpt.get("run"), dict) else {}
+    config: dict[str, Any] = ckpt["config"] if isinstance(ckpt.get("config"), dict) else {}
+    run: dict[str, Any] = ckpt["run"] if isinstance(ckpt.get("run"), dict) else {}
     run = {k: v for k, v in run.items() if k != "classes"} | (
         {"classes": len(run["classes"])} if isinstance(run.get("classes"), list) else {})
     return _clean({

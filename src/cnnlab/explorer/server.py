@@ -144,7 +144,7 @@ class ExplorerServer(HTTPServer):
     @property
     def url(self) -> str:
         host, port = self.server_address[:2]
-        return f"http://{host}:{port}/"
+        return f"http://{host!s}:{port}/"
 
     def process_request(self, request: Any, client_address: Any) -> None:
         if not self.waiting.acquire(blocking=False):
