@@ -20,7 +20,7 @@ from cnnlab.explorer import make_server
 from explorer_runs import make_runs
 
 ROOT = Path(__file__).resolve().parents[1]
-CHROMIUM = os.environ.get("CNNLAB_CHROMIUM") or shutil.which("chromium") or shutil.which(
+CHROMIUM = shutil.which(os.environ.get("CNNLAB_CHROMIUM") or "chromium") or shutil.which(
     "chromium-browser")
 sync_api = pytest.importorskip(
     "playwright.sync_api",
