@@ -381,15 +381,35 @@ def _flatten(items: Any) -> list[Any]:
     return flat
 
 
-def _check_request(input_size: Any, batch_size: int) -> tuple[int, int, int]:
+def _check_request(input_size: Any, batch_size: int | None) -> tuple[int, int, int, int]:
+    """(batch, C, H, W) from a (C, H, W) or batch-first (N, C, H, W) size."""
     size = tuple(input_size)
-    if len(size) != 3 or not all(isinstance(v, int) for v in size):
-        raise ValueError(f"input_size must be (C, H, W) integers, got {input_size!r}")
+    if len(size) not in (3, 4) or not all(isinstance(v, int) for v in size):
+        raise ValueError(f"input_size must be (C, H, W) or (N, C, H, W) integers, "
+                         f"got {input_size!r}")
     if min(size) < 1:
         raise ValueError(f"input_size must be positive, got {'x'.join(map(str, size))}")
+    if len(size) == 4:
+        if batch_size is not None and batch_size != size[0]:
+            raise ValueError(f"input_size {size} is batch-first with batch {size[0]}, "
+                             f"but batch_size is {batch_size}; give one of them")
+        batch_size, size = size[0], size[1:]
+    batch_size = 1 if batch_size is None else batch_size
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    return size  # type: ignore[return-value]
+    return (batch_size, *size)  # type: ignore[return-value]
+
+
+def _default_input(model: nn.Module) -> tuple[int, int, int]:
+    """A model's own input size: its registry entry's (channels as built), else an error."""
+    from cnnlab.registry import list_models, model_info
+
+    name = getattr(model, "model_name", None)
+    if name not in list_models():
+        raise ValueError(f"{name or type(model).__name__} is not a registered model: "
+                         f"give input_size, e.g. (3, 224, 224)")
+    _, h, w = model_info(name).input_size
+    return getattr(model, "in_chans", model_info(name).input_size[0]), h, w
 
 
 def _meta_state(model: nn.Module, dtype: torch.dtype) -> dict[str, torch.Tensor]:
@@ -430,18 +450,20 @@ class _Run(nn.Module):
 
 def summarize(
     model_or_name: nn.Module | str,
-    input_size: tuple[int, int, int] = (3, 224, 224),
-    batch_size: int = 1,
+    input_size: tuple[int, ...] | None = None,
+    batch_size: int | None = None,
     dtype: torch.dtype = torch.float32,
     depth: int | None = None,
 ) -> Summary:
     """Analyse a registered model (by name) or any ``nn.Module`` at ``input_size``.
 
+    ``input_size`` is (C, H, W), or batch-first (N, C, H, W) as torchinfo takes it; by
+    default a registered model's own (``model_info(name).input_size``; a module from
+    ``create_model`` keeps the channels it was built with). ``batch_size`` defaults to 1.
     Nothing is computed and no activation memory is allocated: the forward runs on meta
     tensors. A user model's own tensors are not touched (meta copies stand in for them).
     ``depth`` groups the rows by module path (``depth=1``: ``features``, ``classifier``).
     """
-    c, h, w = _check_request(input_size, batch_size)
     if depth is not None and depth < 1:
         raise ValueError(f"depth must be >= 1, got {depth}")
     if isinstance(model_or_name, str):
@@ -449,10 +471,12 @@ def summarize(
 
         with torch.device("meta"):
             model = create_model(model_or_name)
-        name = model_or_name
     else:
         model = model_or_name
-        name = getattr(model, "model_name", type(model).__name__)
+    name = getattr(model, "model_name", type(model).__name__)
+    if input_size is None:
+        input_size = _default_input(model)
+    batch_size, c, h, w = _check_request(input_size, batch_size)
 
     tracer = _Tracer(batch_size, (h, w))
     try:
