@@ -150,20 +150,26 @@ def create_model(
 ) -> nn.Module:
     """Build a registered model.
 
-    ``num_classes``/``in_chans`` override the paper's defaults; other keywords go to the
-    builder. With ``features_only=True`` the result returns the list of stage feature maps
-    selected by ``out_indices`` (default: every stage in ``feature_info``).
+    ``num_classes``/``in_chans`` override the paper's defaults (``num_classes=0``: no
+    classifier, the model returns its pooled features, as in timm); other keywords go to the
+    builder. Names are matched in any case (``VGG16``). With ``features_only=True`` the
+    result returns the list of stage feature maps selected by ``out_indices`` (default: every
+    stage in ``feature_info``).
     """
     name = _lookup(name)
     builder = _BUILDERS[name]
     if out_indices is not None and not features_only:
         raise ValueError("out_indices only applies with features_only=True")
-    if num_classes is not None:
+    if num_classes is not None and num_classes < 0:
+        raise ValueError(f"{name}: num_classes must be >= 0, got {num_classes}")
+    if num_classes:  # 0 (timm's convention): built as published, then the head is dropped
         kwargs["num_classes"] = num_classes
     if in_chans is not None:
         kwargs["in_chans"] = in_chans
     model = builder(**kwargs)
     model.model_name = name
+    if num_classes == 0:
+        model.reset_classifier(0)
     if features_only:
         from cnnlab.models.base import FeatureExtractor
 
