@@ -73,6 +73,9 @@ def test_fitted_table_cuts_nothing_in_80_columns():
     names = [c[0] for c in table_cells(text)[1:]]
     assert "features.denseblock4.denselayer16.conv2" in names
     assert len(names) == len(s.rows)
+    assert "left out to fit 80 columns: values, type, RF (--wide)" in " ".join(text.split())
+    asked = render.fitted_text(summarize("resnet20"), width=80, extra=("kernel", "stride"))
+    assert table_cells(asked)[0][:3] == ["layer", "kernel", "stride"]  # asked for: kept
 
 
 def test_cli_compact_by_default_and_wide(capsys):

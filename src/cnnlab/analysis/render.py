@@ -28,8 +28,9 @@ COMPACT = {"layer": "layer", "type": "type", "output shape": "output", "params":
            "MACs": "MACs", "act. values": "values", "RF size": "RF"}
 # Optional columns (``extra``): the input shape, and the kernel and stride of conv/pool layers.
 EXTRA = {"input shape": "input", "kernel": "kernel", "stride": "stride"}
-# Compact columns dropped in this order when a terminal is too narrow.
-DROP_ORDER = ("act. values", "type", "RF size", "stride", "kernel", "input shape")
+# Compact columns dropped in this order when a terminal is too narrow (EXTRA ones, asked
+# for, stay).
+DROP_ORDER = ("act. values", "type", "RF size")
 
 
 def _num(v: Any) -> str:
@@ -205,12 +206,17 @@ def fitted_table(
         dropped += (name,) if name else ()
         table = rich_table(summary, compact=True, extra=extra, tree=tree, drop=dropped)
         if natural_width(table) <= width:
-            return table
-    table = rich_table(summary, compact=True, extra=extra, tree=tree, drop=dropped, slim=True)
-    if natural_width(table) <= width:
-        return table
-    return rich_table(summary, compact=True, extra=extra, tree=tree, drop=dropped, slim=True,
-                      fold=True)
+            break
+    else:
+        table = rich_table(summary, compact=True, extra=extra, tree=tree, drop=dropped,
+                           slim=True)
+        if natural_width(table) > width:
+            table = rich_table(summary, compact=True, extra=extra, tree=tree, drop=dropped,
+                               slim=True, fold=True)
+    if dropped:
+        left_out = ", ".join(COMPACT[name] for name in dropped)
+        table.caption = f"{table.caption}\nleft out to fit {width} columns: {left_out} (--wide)"
+    return table
 
 
 def fitted_text(summary: Summary, width: int | None = None, **options: Any) -> str:
