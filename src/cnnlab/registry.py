@@ -129,7 +129,7 @@ def _lookup(name: str) -> str:
         return name
     if name.lower() in _BUILDERS:  # names are snake_case; `VGG16` works as in torchvision
         return name.lower()
-    close = difflib.get_close_matches(name, _BUILDERS, n=5, cutoff=0.5)
+    close = difflib.get_close_matches(name.lower(), _BUILDERS, n=5, cutoff=0.5)
     hint = f"; closest: {', '.join(close)}" if close else "; see `cnnlab models`"
     raise ValueError(f"unknown model {name!r}{hint}")
 

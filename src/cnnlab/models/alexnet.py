@@ -27,7 +27,7 @@ class AlexNet(Classifier):
     layers, 0 elsewhere.
     """
 
-    head = "classifier.6"  # the last layer: features -> class scores
+    classifier_path = "classifier.6"  # the last layer: features -> class scores
 
     min_input_size = (63, 63)
 
@@ -123,7 +123,7 @@ class AlexNet2012(Classifier):
     ``lrn=False`` drops the normalisation, ``towers=1`` makes every layer dense.
     """
 
-    head = "classifier.fc8"  # the last layer: features -> class scores
+    classifier_path = "classifier.fc8"  # the last layer: features -> class scores
 
     fixed_input_size = (227, 227)  # fc6 takes exactly pool5's 256x6x6
 

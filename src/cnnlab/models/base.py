@@ -51,16 +51,16 @@ class Classifier(nn.Module):
       ``module`` is the qualified name of the submodule whose output is that stage's map;
     - ``min_input_size``: the smallest (H, W) every layer can take;
     - ``fixed_input_size``: set when the head only works at one size (e.g. LeNet-5's C5);
-    - ``head``: the qualified name of the last layer, features -> class scores (with
-      ``aux_heads``, those of auxiliary classifiers), for ``get_classifier`` and
+    - ``classifier_path``: the qualified name of the last layer, features -> class scores
+      (``aux_classifier_paths``: those of auxiliary classifiers), for ``get_classifier`` and
       ``reset_classifier``.
     """
 
     in_chans: int = 3
     min_input_size: tuple[int, int] = (1, 1)
     fixed_input_size: tuple[int, int] | None = None
-    head: str = "fc"
-    aux_heads: tuple[str, ...] = ()
+    classifier_path: str = "fc"
+    aux_classifier_paths: tuple[str, ...] = ()
 
     @property
     def feature_info(self) -> FeatureInfo:
@@ -72,7 +72,7 @@ class Classifier(nn.Module):
 
     def get_classifier(self) -> nn.Module:
         """The last layer, which maps the pooled features to class scores."""
-        return self.get_submodule(self.head)
+        return self.get_submodule(self.classifier_path)
 
     def reset_classifier(self, num_classes: int) -> None:
         """A fresh last layer (and auxiliary heads') for ``num_classes`` classes, with
@@ -82,7 +82,7 @@ class Classifier(nn.Module):
             raise ValueError(f"{_model_name(self)}: num_classes must be >= 0, got {num_classes}")
         # What each head was, kept so that a later reset after 0 knows its width again.
         shapes = self.__dict__.setdefault("_head_shapes", {})
-        for path in (self.head, *self.aux_heads):
+        for path in (self.classifier_path, *self.aux_classifier_paths):
             try:
                 old = self.get_submodule(path)
             except AttributeError:
@@ -102,8 +102,9 @@ class Classifier(nn.Module):
     def num_pooled_features(self) -> int:
         """The width of what the last layer takes (what ``num_classes=0`` returns)."""
         shapes = self.__dict__.get("_head_shapes", {})
-        return shapes[self.head][1] if self.head in shapes else _head_shape(
-            self.get_classifier(), self.head)[1]
+        if self.classifier_path in shapes:
+            return shapes[self.classifier_path][1]
+        return _head_shape(self.get_classifier(), self.classifier_path)[1]
 
     # The defaults serve the layout most families share (``features``, then ``avgpool`` and
     # ``classifier``); families built otherwise override them.

@@ -182,7 +182,7 @@ class DenseNet(Classifier):
     after four blocks), so its ImageNet state_dicts load unchanged.
     """
 
-    head = "classifier"  # the last layer: features -> class scores
+    classifier_path = "classifier"  # the last layer: features -> class scores
 
     def __init__(
         self,

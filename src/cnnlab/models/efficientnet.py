@@ -152,7 +152,7 @@ class EfficientNet(Classifier):
     """``features``: stem (3x3/2, SiLU), seven MBConv stages, 1x1 conv to 4x the last width
     (1280 for B0); then GAP, dropout, FC (Table 1's stage 9)."""
 
-    head = "classifier.1"  # the last layer: features -> class scores
+    classifier_path = "classifier.1"  # the last layer: features -> class scores
 
     def __init__(
         self, scaling: ScalingConfig, *, rows: tuple[MBConvRow, ...] = B0_ROWS,

@@ -205,7 +205,7 @@ class GoogLeNet(Classifier):
     torchvision, and plain logits in eval mode.
     """
 
-    aux_heads = ("aux1.fc2", "aux2.fc2")  # reset with the classifier (when built)
+    aux_classifier_paths = ("aux1.fc2", "aux2.fc2")  # reset with the classifier (when built)
 
     def __init__(
         self,

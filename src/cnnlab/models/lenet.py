@@ -212,7 +212,7 @@ class LeNet5(Classifier):
     unit the connection belongs to.
     """
 
-    head = "output"  # the last layer: features -> class scores
+    classifier_path = "output"  # the last layer: features -> class scores
 
     fixed_input_size = (32, 32)
 
@@ -309,7 +309,7 @@ class LeNetModern(Classifier):
     PyTorch's default (Kaiming-uniform) init.
     """
 
-    head = "classifier.4"  # the last layer: features -> class scores
+    classifier_path = "classifier.4"  # the last layer: features -> class scores
 
     fixed_input_size = (28, 28)
 
@@ -347,7 +347,7 @@ class LeNetLecture(Classifier):
     Maps: 20x28x28, 20x14x14, 50x14x14, 50x7x7. PyTorch's default init.
     """
 
-    head = "classifier.2"  # the last layer: features -> class scores
+    classifier_path = "classifier.2"  # the last layer: features -> class scores
 
     fixed_input_size = (28, 28)
 

@@ -111,7 +111,7 @@ class MobileNetV1(Classifier):
     the counts are the paper's; it only matters for other alphas.
     """
 
-    head = "classifier.1"  # the last layer: features -> class scores
+    classifier_path = "classifier.1"  # the last layer: features -> class scores
 
     def __init__(
         self, *, num_classes: int = 1000, in_chans: int = 3, width_mult: float = 1.0,
@@ -209,7 +209,7 @@ class MobileNetV2(Classifier):
     the last convolutional layer").
     """
 
-    head = "classifier.1"  # the last layer: features -> class scores
+    classifier_path = "classifier.1"  # the last layer: features -> class scores
 
     def __init__(
         self, *, num_classes: int = 1000, in_chans: int = 3, width_mult: float = 1.0,
@@ -351,7 +351,7 @@ class MobileNetV3(Classifier):
     """MobileNet V3: h-swish stem, the searched bneck rows, 1x1 conv to 6x the last width,
     GAP, FC-hswish (1280 or 1024, without BN: Sec. 5.1 "efficient last stage"), dropout, FC."""
 
-    head = "classifier.3"  # the last layer: features -> class scores
+    classifier_path = "classifier.3"  # the last layer: features -> class scores
 
     def __init__(
         self, rows: tuple[V3Row, ...], last_channel: int, *, num_classes: int = 1000,

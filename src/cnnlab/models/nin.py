@@ -102,7 +102,7 @@ class NiN(Classifier):
             self.feature_info.append(
                 {"channels": channels, "reduction": reduction, "module": f"features.{name}"})
         self.features = nn.Sequential(stages)
-        self.head = f"features.block{len(blocks)}.cccp2"  # one map per class
+        self.classifier_path = f"features.block{len(blocks)}.cccp2"  # one map per class
         self.global_pool = nn.AdaptiveAvgPool2d(1)
         for m in self.modules():
             if isinstance(m, nn.Conv2d):

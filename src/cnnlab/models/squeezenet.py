@@ -86,7 +86,7 @@ class SqueezeNet(Classifier):
     Caffe files use Xavier and a Gaussian conv10).
     """
 
-    head = "classifier.1"  # the last layer: features -> class scores
+    classifier_path = "classifier.1"  # the last layer: features -> class scores
 
     def __init__(
         self,

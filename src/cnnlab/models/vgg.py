@@ -75,7 +75,7 @@ class VGG(Classifier):
     depth from scratch; ``init="glorot"`` gives the paper's alternative.
     """
 
-    head = "classifier.6"  # the last layer: features -> class scores
+    classifier_path = "classifier.6"  # the last layer: features -> class scores
 
     min_input_size = (32, 32)
 
