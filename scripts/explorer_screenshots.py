@@ -1,8 +1,8 @@
 """Take docs/explorer.md's screenshots from the real page.
 
 Claim: the pictures in docs/explorer.md are the explorer as it runs, not mock-ups.
-Evidence: this script starts the explorer on 127.0.0.1, lets it compute every model's MACs,
-drives Debian's chromium with Playwright, and writes docs/explorer-*.png.
+Evidence: this script starts the explorer on 127.0.0.1, drives Debian's chromium with
+Playwright, and writes docs/explorer-*.png.
 
     PYTHONPATH=src python scripts/explorer_screenshots.py --runs DIR   # a folder of runs
 """
@@ -44,7 +44,6 @@ def main() -> int:
     parser.add_argument("--chromium", default=shutil.which("chromium"))
     args = parser.parse_args()
     server = make_server(port=0, runs=args.runs, quiet=True)
-    server.warm()
     threading.Thread(target=server.serve_forever, daemon=True).start()
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=args.chromium, args=["--no-sandbox"])

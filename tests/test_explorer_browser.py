@@ -34,7 +34,6 @@ SHOTS = Path(os.environ.get("CNNLAB_SCREENSHOTS", ROOT / "build" / "explorer-scr
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     srv = make_server(port=0, runs=make_runs(tmp_path_factory.mktemp("browser")), quiet=True)
-    srv.warm(["resnet20"])  # what `cnnlab serve` does for the whole zoo in the background
     thread = threading.Thread(target=srv.serve_forever, daemon=True)
     thread.start()
     yield srv

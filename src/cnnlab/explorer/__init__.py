@@ -7,7 +7,6 @@ See docs/explorer.md for the API and the pages.
 from __future__ import annotations
 
 import sys
-import threading
 import webbrowser
 from pathlib import Path
 
@@ -28,7 +27,6 @@ def serve(host: str = "127.0.0.1", port: int = 8000, runs: str | Path | None = N
         print(f"cnnlab serve: listening on {host}, reachable from other machines",
               file=sys.stderr)
     print(f"cnnlab explorer at {server.url} (Ctrl-C to stop)", flush=True)
-    threading.Thread(target=server.warm, name="explorer-warm", daemon=True).start()
     if open_browser:
         webbrowser.open(server.url)
     try:

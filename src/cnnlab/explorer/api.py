@@ -22,7 +22,7 @@ MAX_SIDE = 4096  # pixels per side of a typed input size
 # The largest forward a typed input may need: 10^9 activation values per image (4 GB in
 # float32). The analyser itself allocates nothing, but a size this large is a typing slip.
 MAX_ACTIVATION_VALUES = 1_000_000_000
-_NAME = re.compile(r"[a-z0-9_]{1,64}")
+_NAME = re.compile(r"[A-Za-z0-9_]{1,64}")  # any case, as the registry takes
 _SIZE = re.compile(r"(?:(\d{1,5})x)?(\d{1,5})(?:x(\d{1,5}))?")
 
 
@@ -36,8 +36,8 @@ class ApiError(Exception):
 
 def _info(name: str) -> ModelInfo:
     if not _NAME.fullmatch(name):
-        raise ApiError(404, f"unknown model {name[:80]!r}: names are lower-case letters, digits "
-                            "and underscores; see /api/models")
+        raise ApiError(404, f"unknown model {name[:80]!r}: names are letters, digits and "
+                            "underscores; see /api/models")
     try:
         return model_info(name)
     except ValueError as exc:  # the registry's message names the closest models
@@ -59,13 +59,16 @@ def model_row(info: ModelInfo) -> dict[str, Any]:
 
 
 def models_table(measured: dict[str, int] | None = None) -> list[dict[str, Any]]:
-    """Every model's row; ``macs_measured``: the analyser's MACs at the model's input, for
-    the models analysed so far (None for the others)."""
-    measured = measured or {}
+    """Every model's row; ``macs_measured``: the analyser's MACs at the model's input, from
+    :mod:`cnnlab.analysis.zoo`'s cache (what ``cnnlab models`` shows where a paper states no
+    MACs), else from ``measured`` (models this server has analysed), else None."""
+    from cnnlab.analysis.zoo import cached_macs
+
+    known = {**(measured or {}), **cached_macs()}
     rows = []
     for name in list_models():
         row = model_row(model_info(name))
-        row["macs_measured"] = measured.get(name)
+        row["macs_measured"] = known.get(name)
         rows.append(row)
     return rows
 

@@ -29,7 +29,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 from cnnlab.explorer import api
 from cnnlab.explorer.runs import RunNotFound, RunsFolder
-from cnnlab.registry import list_models, model_info
+from cnnlab.registry import model_info
 
 __all__ = ["ExplorerServer", "make_server"]
 
@@ -119,21 +119,9 @@ class ExplorerServer(HTTPServer):
         self.cache = _Cache(CACHE_ENTRIES, ANALYSIS_SLOTS)
         self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="explorer")
         self.waiting = threading.BoundedSemaphore(workers + backlog)
-        self.measured: dict[str, int] = {}  # MACs at each model's own input, once analysed
-
-    def warm(self, names: list[str] | None = None) -> None:
-        """Analyse every model at its own input, one at a time, so the table and the
-        bubble chart have computed MACs where the paper states none (`cnnlab serve` runs
-        this in the background; about a minute for the zoo on two cores)."""
-        for name in names if names is not None else list_models():
-            if name in self.measured:
-                continue
-            size = model_info(name).input_size
-            try:
-                with self.cache.slots:
-                    self.measured[name] = api.analyse(name, size).total_macs
-            except api.ApiError:
-                continue
+        # MACs at each model's own input, as analysed here (for models the zoo's cache of
+        # computed MACs lacks, e.g. ones a user registered)
+        self.measured: dict[str, int] = {}
 
     def _detail(self, name: str, size: tuple[int, int, int]) -> bytes:
         summary = api.analyse(name, size)

@@ -64,6 +64,6 @@ export async function renderCompare(root, _arg, params) {
   }
   root.append(h('h2', {}, 'Top-1 accuracy vs GMACs (area = parameters)'),
     h('div', { class: 'toolbar' }, h('label', {}, 'dataset ', dsSelect),
-      h('span', { class: 'muted' }, `${points.length} points; grey: the zoo's published figures, colour: compared models, red diamonds: your runs (best test or val top-1). Models without published GMACs appear once compared.`)),
+      h('span', { class: 'muted' }, `${points.length} points; grey: the zoo (published top-1), colour: compared models, red diamonds: your runs (best test or val top-1). GMACs: published, else the analyser's.`)),
     h('div', { class: 'chart', id: 'bubble-chart' }, bubbleChart({ points, xLabel: 'GMACs (log scale)', yLabel: 'top-1 (%)' })));
 }

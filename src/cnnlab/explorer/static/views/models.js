@@ -38,7 +38,7 @@ export async function renderModels(root, _arg, params) {
   root.append(h('h1', {}, 'Models'),
     h('div', { class: 'toolbar' }, search, h('label', {}, 'family ', family), h('label', {}, 'dataset ', dataset), count),
     h('div', { class: 'scroll' }, h('table', { id: 'models-table' }, h('thead', {}, head), body)),
-    h('p', { class: 'muted' }, 'GMACs: published multiply-accumulates at the model\'s input; in italics, computed by the analyser where the paper states none (the server fills them in the background). A model\'s page computes them at any size. Top-1: published accuracy.'));
+    h('p', { class: 'muted' }, 'GMACs: published multiply-accumulates at the model\'s input; in italics, computed by the analyser where the paper states none. A model\'s page computes them at any size. Top-1: published accuracy.'));
 
   function draw() {
     setHash(hashFor('models', '', { q: state.q, family: state.family, dataset: state.dataset,
