@@ -49,6 +49,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         print(f"cnnlab: error: {message}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("cnnlab: interrupted", file=sys.stderr)
+    except KeyboardInterrupt as exc:  # a RunInterrupted says where the last checkpoint is
+        print(f"cnnlab: {exc}" if str(exc) else "cnnlab: interrupted", file=sys.stderr)
         return 130
