@@ -1,14 +1,13 @@
 """cnnlab: the classic CNN architectures, built from their papers."""
 
-from typing import Any
-
 __all__ = ["ModelInfo", "Paper", "create_model", "list_models", "model_info", "register_model"]
 __version__ = "0.1.0"
 
 
-def __getattr__(name: str) -> Any:
-    # Imported on first use, not with the package: `cnnlab` then starts without torch, so
-    # the CLI's handlers (one-line errors, Ctrl-C) are in place before the slow imports run.
+def __getattr__(name: str) -> object:
+    # Imported on first use, not with the package (which imports nothing): `cnnlab` then
+    # starts without torch, so the CLI's handlers (one-line errors, Ctrl-C) are in place
+    # before the slow imports run.
     if name in __all__:
         from cnnlab import registry
 

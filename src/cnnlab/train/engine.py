@@ -67,6 +67,9 @@ __all__ = [
 
 FORMAT = "cnnlab-checkpoint-1"
 CHECKPOINT_SECONDS = 300.0  # the default checkpoint interval within an epoch (5 minutes)
+# curves.png is redrawn with a checkpoint once this much training time has passed since it was
+# last drawn (a drawing costs about a second), and always when the run ends.
+CURVES_SECONDS = 60.0
 
 
 class Loader(Protocol):
@@ -312,8 +315,9 @@ def fit(
     it stopped, so that on CPU the result is tensor-equal to an uninterrupted run.
     Checkpoints are written at every epoch's end and, within epochs, every
     ``recipe.checkpoint_every`` steps (0: every ``CHECKPOINT_SECONDS``); each one also
-    rewrites the logs, curves.png, model.safetensors and, after a better epoch,
-    best.safetensors. ``on_step`` (tests) is called after every step.
+    rewrites the logs, model.safetensors, after a better epoch best.safetensors, and
+    curves.png (at most every ``CURVES_SECONDS``, and at the end). ``on_step`` (tests) is
+    called after every step.
     ``stop_at_test_top1`` ends the run after the first epoch whose test accuracy reaches it
     (time-to-accuracy benchmarks). When the console is not a terminal, a progress line is
     printed every ``log_every_s`` seconds instead of a live bar.
@@ -388,6 +392,13 @@ def fit(
     every_steps = recipe.checkpoint_every
     last_ckpt_time = time.perf_counter()
     last_log_time = time.perf_counter()
+    curves = {"rows": len(history), "at": time.perf_counter()}  # what curves.png shows, when
+
+    def draw_curves(force: bool) -> None:
+        now = time.perf_counter()
+        if len(history) > curves["rows"] and (force or now - curves["at"] >= CURVES_SECONDS):
+            plot_curves(history, out / "curves.png", title=f"{model_name} · {recipe.name}")
+            curves.update(rows=len(history), at=now)
 
     def state(epoch_done: int, at: dict[str, Any] | None) -> dict[str, Any]:
         return {
@@ -426,8 +437,7 @@ def fit(
             _export(out / "model.safetensors", history[-1]["epoch"] if history else 0)
             if new_best and best is not None:
                 _export(out / "best.safetensors", best["epoch"])
-            if history:
-                plot_curves(history, out / "curves.png", title=f"{model_name} · {recipe.name}")
+            draw_curves(force=False)
         except OSError as exc:
             raise CheckpointWriteError(
                 f"could not write the run's files in {out} ({exc.strerror or exc}); the "
@@ -624,6 +634,13 @@ def fit(
                     break
     except KeyboardInterrupt:
         raise RunInterrupted(out, ckpt_path, *saved_at) from None
+    if ctx.is_main and ckpt_path is not None:
+        try:
+            draw_curves(force=True)
+        except OSError as exc:
+            raise CheckpointWriteError(
+                f"could not draw curves.png in {out} ({exc.strerror or exc}); the checkpoint "
+                f"{ckpt_file} (epoch {saved_at[0]}, step {saved_at[1]:,}) is intact") from None
 
     weights = out / "model.safetensors"
     has_weights = ctx.is_main and ckpt_path is not None and weights.exists()
