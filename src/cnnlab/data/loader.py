@@ -8,9 +8,10 @@ index of the epoch's permutation, so across ranks every sample is seen exactly o
 (ranks differ by at most one sample; nothing is padded or repeated). The order and the
 augmentation depend only on (seed, epoch, rank), never on the number of workers.
 
-``state_dict()`` says where an epoch is (batches served, the augmentation generator's state);
-``load_state_dict`` makes the next iteration continue from there, so that a run checkpointed
-in the middle of an epoch resumes exactly.
+Each batch is augmented with its own generator, seeded by (seed, epoch, rank, batch), so the
+position within an epoch is one number: ``state_dict()`` says how many batches were served and
+``load_state_dict`` makes the next iteration continue after them (a run checkpointed in the
+middle of an epoch resumes exactly, on every rank).
 """
 
 from __future__ import annotations
@@ -70,7 +71,6 @@ class _EpochBatches:
         self.drop_last, self.rank, self.world_size = drop_last, rank, world_size
         self.epoch = 0
         self.served = 0  # batches of the current epoch handed out so far
-        self._generator: torch.Generator | None = None
         self._resume: dict[str, Any] | None = None
         _check_rank(rank, world_size)
 
@@ -80,11 +80,8 @@ class _EpochBatches:
         self._resume = None
 
     def state_dict(self) -> dict[str, Any]:
-        """The position within the current epoch: its number, the batches served and the
-        augmentation generator's state."""
-        g = self._generator
-        return {"epoch": self.epoch, "batch": self.served,
-                "generator": g.get_state() if g is not None else None}
+        """The position within the current epoch: its number and the batches served."""
+        return {"epoch": self.epoch, "batch": self.served}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Make the next iteration continue ``state``'s epoch after its served batches."""
@@ -107,17 +104,13 @@ class _EpochBatches:
         return -(-self.shard_size // self.batch_size)
 
     def _start(self) -> int:
-        """Begin an iteration: the first batch to serve and a fresh (or resumed) generator."""
+        """Begin an iteration: the first batch to serve (0, or where a loaded state was)."""
         resume, self._resume = self._resume, None
-        self._generator = torch.Generator().manual_seed(
-            mix_seed(self.seed, self.epoch, self.rank, 1))
-        if resume is None:
-            self.served = 0
-            return 0
-        if resume.get("generator") is not None:
-            self._generator.set_state(resume["generator"])
-        self.served = int(resume["batch"])
+        self.served = 0 if resume is None else int(resume["batch"])
         return self.served
+
+    def _augment_generator(self, batch: int) -> torch.Generator:
+        return torch.Generator().manual_seed(mix_seed(self.seed, self.epoch, self.rank, 1, batch))
 
     def _batches(self, start: int = 0) -> Iterator[torch.Tensor]:
         order = epoch_indices(
@@ -182,14 +175,13 @@ class DeviceLoader(_EpochBatches):
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         start = self._start()
-        generator = self._generator
-        for idx in self._batches(start):
+        for b, idx in enumerate(self._batches(start), start):
             idx = idx.to(self.device)
             x = self.images.index_select(0, idx)
             if self.resize is not None:  # per batch: the enlarged dataset might not fit
                 x = resize_images(x, self.resize)
             if self.train_transform is not None:
-                x = self.train_transform(x, generator)
+                x = self.train_transform(x, self._augment_generator(b))
             self.served += 1
             yield self._normalize(x), self.labels.index_select(0, idx)
 
@@ -269,7 +261,6 @@ class FolderLoader(_EpochBatches):
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         start = self._start()
-        generator = self._generator
         self.samples.epoch = self.epoch
         loader = torch.utils.data.DataLoader(
             self.samples,
@@ -281,10 +272,10 @@ class FolderLoader(_EpochBatches):
             # the global RNG, which a resumed run must find exactly as the checkpoint left it.
             generator=torch.Generator().manual_seed(mix_seed(self.seed, self.epoch, self.rank, 3)),
         )
-        for x, y in loader:
+        for b, (x, y) in enumerate(loader, start):
             x = x.to(self.device, non_blocking=True)
             if self.train_transform is not None:
-                x = self.train_transform(x, generator)
+                x = self.train_transform(x, self._augment_generator(b))
             self.served += 1
             yield self._normalize(x), y.to(self.device, non_blocking=True)
 

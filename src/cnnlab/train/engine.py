@@ -474,6 +474,12 @@ def fit(
                 hits = torch.zeros(2, dtype=torch.int64, device=device)
                 seen, first, epoch_s0 = 0, 0, 0.0
                 if position is not None:  # continue the epoch the checkpoint was written in
+                    if position["steps_per_epoch"] != steps_per_epoch:
+                        raise ValueError(
+                            f"the checkpoint was written in the middle of an epoch of "
+                            f"{position['steps_per_epoch']} steps, but this run has "
+                            f"{steps_per_epoch} steps an epoch; resume it with the batch size "
+                            "and number of processes it was written with")
                     train_loader.load_state_dict(position["loader"])  # type: ignore[attr-defined]
                     first = int(position["loader"]["batch"])
                     if ctx.is_main:  # the checkpoint holds the sums over all ranks
@@ -549,6 +555,7 @@ def fit(
                                 every_steps, step, now - last_ckpt_time, ctx, device):
                             save_position = {
                                 "loader": train_loader.state_dict(),  # type: ignore[attr-defined]
+                                "steps_per_epoch": steps_per_epoch,
                                 "epoch_s": now - t0,
                                 "elapsed_s": now - t_start,
                             }
