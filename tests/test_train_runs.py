@@ -21,19 +21,12 @@ import torch
 from cnnlab.cli import main
 from cnnlab.train import load_checkpoint
 from cnnlab.train.checkpoint import read_checkpoint, save_atomic
+from test_train_cli import _one_line_error
 
 from data_files import write_idx
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = dict(os.environ, PYTHONPATH=str(ROOT / "src"), OMP_NUM_THREADS="1")
-
-
-def _one_line_error(capsys, *fragments):
-    err = capsys.readouterr().err
-    assert err.startswith("cnnlab: error:") and err.count("\n") == 1, err
-    for f in fragments:
-        assert f in err, err
-    return err
 
 
 @pytest.fixture(scope="module")
@@ -97,10 +90,16 @@ def test_overwrite_replaces_the_whole_run(digits, tmp_path, capsys):
 
 def test_the_default_folder_is_a_fresh_numbered_one(digits, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    for _ in range(3):
+    for _ in range(2):
         assert _train(digits, None, "--set", "max_steps=1", epochs=1) == 0
+    starting = tmp_path / "runs" / "lenet5_modern-mnist-3"  # a run is starting in it
+    starting.mkdir()
+    (starting / ".lock").write_text("12345")
+    assert _train(digits, None, "--set", "max_steps=1", epochs=1) == 0
     assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == [
-        "lenet5_modern-mnist", "lenet5_modern-mnist-2", "lenet5_modern-mnist-3"]
+        "lenet5_modern-mnist", "lenet5_modern-mnist-2", "lenet5_modern-mnist-3",
+        "lenet5_modern-mnist-4"]
+    assert (tmp_path / "runs" / "lenet5_modern-mnist-4" / "checkpoint.pt").is_file()
 
 
 # --- the lock --------------------------------------------------------------------------

@@ -85,6 +85,14 @@ def plot_curves(history: list[dict[str, Any]], path: Path, title: str = "") -> P
     ax_loss.grid(True, alpha=0.3)
     if title:
         fig.suptitle(title)
+    return _save(fig, path)
+
+
+def _save(fig: Any, path: str | Path) -> Path:
+    """Write ``fig`` atomically as the image ``path`` names, and free it."""
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
     fig.tight_layout()
     try:
         with replacing(path) as tmp:
@@ -121,11 +129,4 @@ def plot_confusion(confusion: Sequence[Sequence[int]], classes: Sequence[str],
                         color="white" if shares[i, j] > 0.5 else "black")
     if title:
         ax.set_title(title)
-    fig.tight_layout()
-    path = Path(path)
-    try:
-        with replacing(path) as tmp:
-            fig.savefig(tmp, dpi=110)
-    finally:
-        plt.close(fig)
-    return path
+    return _save(fig, path)

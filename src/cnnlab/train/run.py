@@ -217,7 +217,7 @@ def _resume_source(spec: RunSpec, checkpoint: dict[str, Any]) -> tuple[str, str 
     if spec.data is not None and spec.data != data:
         raise ValueError(f"--data {spec.data}: the run being resumed was trained on {data}; "
                          "leave --data out to continue it")
-    if spec.root is not None and _absolute(spec.root) != root:
+    if spec.root is not None and _absolute(spec.root) != _absolute(root):
         raise ValueError(f"--root {spec.root}: the run being resumed read its data from "
                          f"{root or 'the default location'}; leave --root out to continue it")
     return data, root

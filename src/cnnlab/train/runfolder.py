@@ -48,10 +48,11 @@ def holds_run(folder: str | Path) -> bool:
 
 def fresh_default(base: str | Path) -> Path:
     """``base`` if it holds no run yet, else the first of ``base-2``, ``base-3``, ... that
-    holds none (the default ``runs/MODEL-DATA`` never reuses an earlier run's folder)."""
+    holds none and that no run is starting in (the default ``runs/MODEL-DATA`` never reuses
+    an earlier run's folder)."""
     base = Path(base)
     candidate, n = base, 1
-    while holds_run(candidate):
+    while holds_run(candidate) or (candidate / LOCK).exists():
         n += 1
         candidate = base.with_name(f"{base.name}-{n}")
     return candidate
