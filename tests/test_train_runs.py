@@ -456,6 +456,7 @@ def test_bad_checkpoints_are_one_line_errors(run, tmp_path, capsys):
     _one_line_error(capsys, "not a cnnlab checkpoint (no 'model_name', 'run' entries)")
 
 
+@pytest.mark.filterwarnings("ignore:`torch.jit:DeprecationWarning")  # making the TorchScript file
 def test_eval_on_a_folder_or_a_non_checkpoint_says_so(run, tmp_path, capsys):
     import pickle
     import warnings

@@ -5,11 +5,15 @@ from __future__ import annotations
 
 import argparse
 import os
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.table import Table
 
 from cnnlab.train.engine import FitResult
+
+if TYPE_CHECKING:
+    from cnnlab.train.inference import EvalResult
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -124,7 +128,7 @@ def run_eval(args: argparse.Namespace) -> int:
     return 0
 
 
-def _per_class_text(r) -> str:  # type: ignore[no-untyped-def]
+def _per_class_text(r: EvalResult) -> str:
     """Per-class top-1 accuracy and, for up to 20 classes, the confusion matrix."""
     width = max(len("class"), *(len(c) for c in r.classes))
     lines = [f"{'class':<{width}}  images  top-1 accuracy"]
