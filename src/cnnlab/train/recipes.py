@@ -83,11 +83,16 @@ class Recipe:
     crop_padding: int = 4
     pca_lighting: float = 0.0
     eval_test_every_epoch: bool = True
+    resize: int = 0  # bring the images to resize x resize first (AlexNet on 28x28 digits); 0 = off
     # engine options
     seed: int = 0
     amp: str = "none"  # "none" | "bf16" | "fp16"
     channels_last: bool = False
     compile: bool = False
+    # a checkpoint every N optimiser steps as well as at every epoch's end; 0 = every
+    # CHECKPOINT_SECONDS (5 minutes) of training, so that no more than that is ever lost
+    checkpoint_every: int = 0
+    best_split: str = "auto"  # best.safetensors by "val" or "test" top-1; auto: val if held out
     # honesty about provenance
     unstated: tuple[str, ...] = ()
     source: str = ""
@@ -100,6 +105,7 @@ class Recipe:
             ("amp", ("none", "bf16", "fp16")),
             ("milestone_unit", ("epoch", "step")),
             ("plateau_monitor", ("val", "train")),
+            ("best_split", ("auto", "val", "test")),
         ):
             if getattr(self, key) not in allowed:
                 raise ValueError(
@@ -108,6 +114,12 @@ class Recipe:
                 )
         if self.batch_size < 1 or self.epochs < 1:
             raise ValueError(f"recipe {self.name}: batch_size and epochs must be >= 1")
+        if self.checkpoint_every < 0:
+            raise ValueError(f"checkpoint_every must be >= 0 (steps; 0 = every 5 minutes), "
+                             f"got {self.checkpoint_every}")
+        if self.resize < 0 or self.resize > 4096:
+            raise ValueError(f"resize must be between 1 and 4096 pixels (0 = off), "
+                             f"got {self.resize}")
 
     def to_dict(self) -> dict[str, Any]:
         return {f.name: _plain(getattr(self, f.name)) for f in fields(self)}
