@@ -34,6 +34,12 @@ def _num(v: Any) -> str:
     return str(int(v))
 
 
+# What the "(global)" mark means, and which field is the conventional one.
+GLOBAL_NOTE = ("(global): every unit sees the whole input; with SE gates through their global "
+               "average pool. local: the conventional field of the conv/pool chain alone, "
+               "without the SE gates' global context.")
+
+
 def _rf_cells(rf: ReceptiveField | None, compact: bool = False) -> tuple[str, str, str]:
     if rf is None:
         return "", "", ""
@@ -70,7 +76,8 @@ def _totals(summary: Summary) -> dict[str, Any]:
         "training_bytes_sgd": summary.training_bytes(optimizer="sgd"),
         "training_bytes_adam": summary.training_bytes(optimizer="adam"),
         "receptive_field": None if rf is None else {
-            "size": rf.size, "jump": rf.jump, "start": rf.start, "covers_input": rf.covers_input,
+            "size": rf.size, "local_size": rf.local_size, "jump": rf.jump, "start": rf.start,
+            "covers_input": rf.covers_input,
         },
     }
 
@@ -89,7 +96,9 @@ def _footer(summary: Summary) -> list[str]:
         "receptive field of forward_features: " + (
             "unknown" if rf is None else
             f"{_num(rf.size)} px, jump {_num(rf.jump)}, start {_num(rf.start)}"
-            + (" (global)" if rf.covers_input else "")),
+            + (" (global)" if rf.covers_input else "")
+            + (f"; local {_num(rf.local_size)} px" if rf.local_size != rf.size else "")
+            + (f" [{GLOBAL_NOTE}]" if rf.covers_input else "")),
         f"conventions: {summary.conventions}",
     ]
     lines += [f"UNACCOUNTED: {u}" for u in summary.unaccounted]
