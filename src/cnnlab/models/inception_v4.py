@@ -156,8 +156,8 @@ def reduction_b(cin: int) -> Concat:
 class InceptionC(nn.Module):
     """Fig. 6: 8x8 module whose 3x3s split into 1x3 and 3x1 side by side: 1536 channels.
 
-    The child names are the release's. Its second branch is 1x3-then-3x1 in Fig. 6 and
-    3x1-then-1x3 in the release.
+    The child names are the release's. Its deeper branch (branch2_*) is 1x3-then-3x1 in
+    Fig. 6 and 3x1-then-1x3 in the release.
     """
 
     def __init__(self, cin: int, paper: bool = False) -> None:
