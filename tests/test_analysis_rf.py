@@ -332,6 +332,11 @@ def test_efficientnet_b0_local_field_is_the_conv_chains_851():
     # Stages 1, 2, 3, 5, 7 of Table 1 end the five feature_info stages.
     stages = [summary.module_outputs[s["module"]][1].local_size for s in summary.stages]
     assert stages == [by_hand[i] for i in (0, 1, 2, 4, 6)]
+    from cnnlab.analysis import render
+
+    totals = render.to_dict(summary)["totals"]["receptive_field"]
+    assert (totals["size"], totals["local_size"], totals["covers_input"]) == (rf.size, 851, True)
+    assert "local 851 px" in "\n".join(render._footer(summary))
     # Without SE gates the two fields are the same.
     plain = summarize("resnet50").receptive_field
     assert plain.local_size == plain.size == KNOWN["resnet50"]

@@ -139,7 +139,7 @@ def to_dict(summary: Summary) -> dict[str, Any]:
             "activation_values": row.activation_values,
             "activation_bytes": row.activation_bytes,
             "receptive_field": None if rf is None else {
-                "size": rf.size, "jump": rf.jump, "start": rf.start,
+                "size": rf.size, "local_size": rf.local_size, "jump": rf.jump, "start": rf.start,
                 "covers_input": rf.covers_input,
             },
             "notes": row.notes,
