@@ -88,6 +88,8 @@ def small_input_logits(name: str) -> torch.Tensor:
     fill_seeded(model)
     model.double()
     h, w = small_input_hw(name, model)  # the fixed size, CIFAR's/MNIST's, or 64x64
+    if model.fixed_input_size is None and cnnlab.model_info(name).dataset != "imagenet":
+        h, w = (max(16, m) for m in model.min_input_size)  # CIFAR nets: 16x16 is enough
     x = torch.randn(2, model.in_chans, h, w, generator=torch.Generator().manual_seed(1),
                     dtype=torch.float64)
     with torch.no_grad():
