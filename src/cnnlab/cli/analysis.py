@@ -142,16 +142,22 @@ def run_summary(args: argparse.Namespace) -> int:
     return 0
 
 
+def _local(rf) -> str:  # type: ignore[no-untyped-def]
+    return "" if rf is None else render._num(rf.local_size)
+
+
 def run_rf(args: argparse.Namespace) -> int:
     size = _default_input(args.model, args.input)
     summary = summarize(args.model, size)
-    table = Table("stage", "module", "output shape", "RF size", "jump", "start",
-                  title=f"{args.model} receptive field @ {'x'.join(map(str, size))}")
+    table = Table("stage", "module", "output shape", "RF size", "jump", "start", "local RF",
+                  title=f"{args.model} receptive field @ {'x'.join(map(str, size))}",
+                  caption=render.GLOBAL_NOTE, caption_justify="left")
     for i, stage in enumerate(summary.stages):
         shape, rf = summary.module_outputs.get(stage["module"], (None, None))
         table.add_row(str(i), stage["module"], "x".join(map(str, shape or ())),
-                      *render._rf_cells(rf))
-    table.add_row("features", "forward_features", "", *render._rf_cells(summary.receptive_field))
+                      *render._rf_cells(rf), _local(rf))
+    table.add_row("features", "forward_features", "", *render._rf_cells(summary.receptive_field),
+                  _local(summary.receptive_field))
     Console(width=200).print(table)
     for line in summary.unaccounted:
         print(f"UNACCOUNTED: {line}")
