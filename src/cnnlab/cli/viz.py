@@ -108,7 +108,9 @@ def run_cam(args: argparse.Namespace) -> int:
     name = src.classes[result.target] if result.target < len(src.classes) else ""
     print(f"{src.name}: {result.method} at {result.layer} for class {name or result.target} "
           f"(p={result.score:.3f}); blurring the top {faith.fraction:.0%} pixels drops p by "
-          f"{faith.top_drop:+.3f}, a random {faith.fraction:.0%} by {faith.random_drop:+.3f}")
+          f"{faith.top_drop:+.3f} (logit {faith.logit_top_drop:+.2f}), a random "
+          f"{faith.fraction:.0%} by {faith.random_drop:+.3f} (logit "
+          f"{faith.logit_random_drop:+.2f})")
     return _save(cam.plot_cam(display, result, faith, class_name=name, title=src.name),
                  args.out)
 

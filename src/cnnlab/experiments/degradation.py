@@ -12,9 +12,9 @@ each epoch's batches, as in the paper's curves.
 
 Budgets: tiny: 32 images, 1 epoch of 2 steps (tests). quick: 768 images, 3 epochs of batch
 32 (72 SGD steps at lr 0.1, the paper's rate before its first drop), 500 test images: a few
-minutes on one CPU thread. paper: the whole training set, he2016_cifar (64k steps of batch 128, lr /10 at 32k
-and 48k, weight decay 1e-4), random 32x32 crops of the 4-pixel-padded image (flips as well on
-CIFAR, not on digits).
+minutes on one CPU thread. paper: the whole training set, he2016_cifar (64k steps of batch
+128, lr /10 at 32k and 48k, weight decay 1e-4), random 32x32 crops of the 4-pixel-padded
+image (flips as well on CIFAR, not on digits).
 """
 
 from __future__ import annotations

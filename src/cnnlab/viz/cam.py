@@ -49,11 +49,15 @@ class CamResult:
 @dataclass(frozen=True)
 class Faithfulness:
     """Class probability before, and its drop with the top / a random ``fraction`` of pixels
-    blurred (the random drop is the mean over ``trials`` draws)."""
+    blurred (the random drop is the mean over ``trials`` draws); the same for the class
+    logit (the score Grad-CAM explains), which still moves when the probability saturates."""
 
     score: float
     top_drop: float
     random_drop: float
+    logit: float
+    logit_top_drop: float
+    logit_random_drop: float
     fraction: float
     sigma: float
     trials: int
@@ -185,20 +189,25 @@ def faithfulness(model: nn.Module, x: torch.Tensor, result: CamResult, *,
     blurred = gaussian_blur(x, sigma)
     k = max(1, round(fraction * h * w))
 
-    def prob_with(idx: torch.Tensor) -> float:
+    def scores(image: torch.Tensor) -> torch.Tensor:  # (probability, logit)
+        logits = _logits(model(image))[0]
+        return torch.stack([logits.softmax(-1)[result.target], logits[result.target]])
+
+    def with_blurred(idx: torch.Tensor) -> torch.Tensor:
         mask = torch.zeros(h * w, dtype=torch.bool)
         mask[idx] = True
-        mixed = torch.where(mask.view(1, 1, h, w), blurred, x)
-        return float(_logits(model(mixed))[0].softmax(-1)[result.target])
+        return scores(torch.where(mask.view(1, 1, h, w), blurred, x))
 
     try:
-        base = float(_logits(model(x))[0].softmax(-1)[result.target])
-        top = prob_with(result.map.flatten().topk(k).indices)
+        base = scores(x)
+        top = base - with_blurred(result.map.flatten().topk(k).indices)
         g = torch.Generator().manual_seed(seed)
-        rand = [prob_with(torch.randperm(h * w, generator=g)[:k]) for _ in range(trials)]
+        rand = base - torch.stack([with_blurred(torch.randperm(h * w, generator=g)[:k])
+                                   for _ in range(trials)]).mean(0)
     finally:
         model.train(was)
-    return Faithfulness(base, base - top, base - sum(rand) / trials, fraction, sigma, trials)
+    return Faithfulness(float(base[0]), float(top[0]), float(rand[0]), float(base[1]),
+                        float(top[1]), float(rand[1]), fraction, sigma, trials)
 
 
 def plot_cam(image: torch.Tensor, result: CamResult, faith: Faithfulness | None = None,
@@ -222,8 +231,9 @@ def plot_cam(image: torch.Tensor, result: CamResult, faith: Faithfulness | None 
                       fontsize=8)
     if faith is not None:
         fig.text(0.5, 0.02, f"blur top {faith.fraction:.0%} of pixels: p drops "
-                 f"{faith.top_drop:+.3f}; random {faith.fraction:.0%}: {faith.random_drop:+.3f} "
-                 f"(mean of {faith.trials}; Gaussian sigma {faith.sigma:g} px)",
-                 ha="center", fontsize=7)
+                 f"{faith.top_drop:+.3f}, logit {faith.logit_top_drop:+.2f}; random "
+                 f"{faith.fraction:.0%}: p {faith.random_drop:+.3f}, logit "
+                 f"{faith.logit_random_drop:+.2f} (mean of {faith.trials}; Gaussian sigma "
+                 f"{faith.sigma:g} px)", ha="center", fontsize=7)
     fig.tight_layout(rect=(0, 0.06, 1, 1))
     return fig
