@@ -155,3 +155,28 @@ def test_every_experiment_states_claim_paper_and_three_budgets(name):
 
     spec = get_experiment(name)
     assert spec.claim and spec.paper and set(spec.budgets) == {"tiny", "quick", "paper"}
+
+
+def test_gap_vs_fc_params_by_hand(tmp_path):
+    n, _ = _run("gap-vs-fc", tmp_path)
+    c, k = 8, 10  # the tiny budget's width; ten digit classes
+    body = (9 * 1 * c + c) + (9 * c * c + c) + (9 * c * 2 * c + 2 * c) + (9 * 4 * c * c + 2 * c)
+    fc_head = (2 * c * 7 * 7 * 256 + 256) + (256 * 256 + 256) + (256 * k + k)
+    gap_head = 2 * c * k + k  # the 1x1 conv to one map per class
+    heads = n["heads"]
+    assert heads["fc"]["head_params"] == fc_head and heads["gap"]["head_params"] == gap_head
+    assert heads["fc"]["params"] == body + fc_head and heads["gap"]["params"] == body + gap_head
+    assert n["table5"] == {"NIN + GAP": 10.41, "NIN + FC": 11.59, "NIN + FC + dropout": 10.88}
+
+
+def test_batchnorm_tiny_run(tmp_path):
+    from cnnlab.experiments import batchnorm as B
+
+    # Fig. 1's network: 784-100-100-100-10; BN replaces each hidden bias by a BN's 2 x 100.
+    plain = sum(p.numel() for p in B.mlp(False).parameters())
+    assert plain == 784 * 100 + 100 + 2 * (100 * 100 + 100) + 100 * 10 + 10
+    assert sum(p.numel() for p in B.mlp(True).parameters()) == plain - 300 + 3 * 200
+    n, _ = _run("batchnorm", tmp_path)
+    assert set(n["runs"]) == {f"{bn}-x{m}" for bn in ("plain", "bn") for m in (1, 5, 30)}
+    assert [n["runs"][f"bn-x{m}"]["lr"] for m in (1, 5, 30)] == [0.05, 0.25, 1.5]
+    assert all(len(r["curve"]) == 2 or r["diverged"] for r in n["runs"].values())

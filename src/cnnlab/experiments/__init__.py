@@ -30,7 +30,9 @@ __all__ = ["BUDGETS", "EXPERIMENTS", "Experiment", "Outcome", "get_experiment",
 EXPERIMENTS = {
     "inception-cost": "inception_cost",
     "small-filters": "small_filters",
+    "gap-vs-fc": "gap_vs_fc",
     "degradation": "degradation",
+    "batchnorm": "batchnorm",
     "lesion": "lesion",
 }
 
