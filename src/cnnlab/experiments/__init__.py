@@ -34,6 +34,7 @@ EXPERIMENTS = {
     "degradation": "degradation",
     "batchnorm": "batchnorm",
     "lesion": "lesion",
+    "loss-landscape": "loss_landscape",
 }
 
 
@@ -128,6 +129,8 @@ def run_experiment(
         "data": data, "root": root, **_environment(dev),
         "seeds": {"torch": 0, "subsets": 0},
         "started": started.isoformat(timespec="seconds"), "wall_s": round(wall, 2),
+        "train_s": round(sum(r["train_s"] for r in ctx.runs.values()), 2),
+        "resumed": any(r["resumed"] for r in ctx.runs.values()),
         "numbers": outcome.numbers, "runs": ctx.runs, "figures": ctx.figures,
     }
     with replacing(out / "result.json") as tmp:
@@ -156,7 +159,10 @@ def _report(spec: Experiment, result: dict[str, Any], outcome: Outcome) -> str:
         f"- data: {result['data'] or 'none (analytic)'}\n"
         f"- {hw['device']} ({hw['processor']}, {hw['torch_threads']} torch threads), "
         f"torch {result['versions']['torch']}\n"
-        f"- wall time {result['wall_s']:.1f} s; seed 0\n\n"
+        f"- wall time {result['wall_s']:.1f} s"
+        + (f" (this invocation, which resumed saved runs; their training took "
+           f"{result['train_s']:.1f} s in all)" if result["resumed"] else "")
+        + "; seed 0\n\n"
         f"## What it shows\n\n{outcome.shows}\n\n{figures}"
         f"## Compared with the paper\n\n{outcome.versus_paper}\n\n"
         f"## What this budget cannot show\n\n{outcome.limits}\n"

@@ -124,6 +124,7 @@ class Context:
                      console=self.console, progress=False)
         self.runs[key] = {"folder": str(run_dir.relative_to(self.out)),
                           "resumed": resume is not None, "epochs": len(result.history),
+                          "train_s": result.history[-1]["elapsed_s"] if result.history else 0.0,
                           "stopped": result.stopped, "diverged": result.diverged}
         return TrainedRun(model.eval(), result.history, run_dir, resume is not None)
 
