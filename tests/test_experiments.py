@@ -180,3 +180,30 @@ def test_batchnorm_tiny_run(tmp_path):
     assert set(n["runs"]) == {f"{bn}-x{m}" for bn in ("plain", "bn") for m in (1, 5, 30)}
     assert [n["runs"][f"bn-x{m}"]["lr"] for m in (1, 5, 30)] == [0.05, 0.25, 1.5]
     assert all(len(r["curve"]) == 2 or r["diverged"] for r in n["runs"].values())
+
+
+def test_filter_normalised_direction_matches_each_filters_norm():
+    from cnnlab.experiments.loss_landscape import filter_normalised_direction
+    from cnnlab.registry import create_model
+
+    torch.manual_seed(0)
+    model = create_model("resnet20")
+    d = filter_normalised_direction(model, torch.Generator().manual_seed(0))
+    for name, p in model.named_parameters():
+        if p.dim() <= 1:  # biases and BN: no direction (Li et al. 2018, Sec. 4)
+            assert not d[name].any(), name
+        else:
+            torch.testing.assert_close(d[name].flatten(1).norm(dim=1),
+                                       p.detach().flatten(1).norm(dim=1))
+
+
+def test_loss_landscape_tiny_run_centre_is_the_trained_loss(tmp_path):
+    n, _ = _run("loss-landscape", tmp_path)
+    for name in ("resnet20", "plain20"):
+        s = n["surfaces"][name]
+        assert s["coords"] == [-1.0, 0.0, 1.0] and len(s["loss"]) == 3
+        centre = s["loss"][1][1]
+        assert n["summary"][name]["centre"] == centre
+        assert all(math.isfinite(v) for row in s["loss"] for v in row)
+        # away from the trained weights the loss is higher (it is a minimum of sorts)
+        assert max(max(row) for row in s["loss"]) > centre
