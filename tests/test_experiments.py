@@ -207,3 +207,27 @@ def test_loss_landscape_tiny_run_centre_is_the_trained_loss(tmp_path):
         assert all(math.isfinite(v) for row in s["loss"] for v in row)
         # away from the trained weights the loss is higher (it is a minimum of sorts)
         assert max(max(row) for row in s["loss"]) > centre
+
+
+def test_aliased_fraction_of_pure_frequencies():
+    from cnnlab.experiments.zfnet_vs_alexnet import aliased_fraction
+
+    x = torch.arange(64, dtype=torch.float64)
+    for cycles, expected in ((20, 1.0), (8, 0.0)):  # 20/64 = 0.31 and 8/64 = 0.125 cycles/px
+        w = torch.cos(2 * math.pi * cycles / 64 * x).expand(64, 64).reshape(1, 1, 64, 64)
+        assert aliased_fraction(w, stride=2, size=64) == pytest.approx(expected, abs=1e-9)
+    # stride 4: Nyquist 0.125; 10/64 = 0.156 cycles/px is above it
+    w = torch.cos(2 * math.pi * 10 / 64 * x).expand(64, 64).reshape(1, 1, 64, 64)
+    assert aliased_fraction(w, stride=4, size=64) == pytest.approx(1.0, abs=1e-9)
+
+
+def test_zfnet_vs_alexnet_tiny_run(tmp_path):
+    n, _ = _run("zfnet-vs-alexnet", tmp_path)
+    a, z = n["first_layers"]["alexnet 11x11/4"], n["first_layers"]["zfnet 7x7/2"]
+    # output sides on 64x64: (64 + 2*2 - 11) / 4 + 1 = 15 and (64 + 2 - 7) / 2 + 1 = 30
+    assert a["feature_map"] == [96, 15, 15] and z["feature_map"] == [96, 30, 30]
+    assert a["nyquist"] == 0.125 and z["nyquist"] == 0.25
+    assert a["white_filter_aliased_fraction"] == 1 - 1 / 16
+    # barely trained filters are still close to white noise
+    assert abs(a["aliased_energy_fraction"] - 15 / 16) < 0.05
+    assert abs(z["aliased_energy_fraction"] - 3 / 4) < 0.08

@@ -33,6 +33,7 @@ EXPERIMENTS = {
     "gap-vs-fc": "gap_vs_fc",
     "degradation": "degradation",
     "batchnorm": "batchnorm",
+    "zfnet-vs-alexnet": "zfnet_vs_alexnet",
     "lesion": "lesion",
     "loss-landscape": "loss_landscape",
 }
