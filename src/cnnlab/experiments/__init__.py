@@ -61,7 +61,7 @@ def _environment(device: torch.device) -> dict[str, Any]:
     from cnnlab import __version__
 
     hardware = {"platform": platform.platform(), "machine": platform.machine(),
-                "processor": platform.processor() or platform.machine(),
+                "processor": _cpu_name(),
                 "cpu_count": __import__("os").cpu_count(), "torch_threads":
                 torch.get_num_threads(), "device": str(device)}
     if device.type == "cuda":
@@ -70,6 +70,17 @@ def _environment(device: torch.device) -> dict[str, Any]:
                 "numpy": numpy.__version__, "matplotlib": matplotlib.__version__,
                 "cnnlab": __version__}
     return {"hardware": hardware, "versions": versions}
+
+
+def _cpu_name() -> str:
+    """The CPU's model name where the OS says it (Linux), else what platform knows."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def _claim_folder(out: Path, name: str, budget: str, data: str | None) -> None:
