@@ -139,7 +139,7 @@ def run_experiment(
         "budget": budget, "settings": dict(spec.budgets[budget]),
         "command": list(command) if command is not None else ["python", *sys.argv],
         "data": data, "root": root, **_environment(dev),
-        "seeds": {"torch": 0, "subsets": 0},
+        "seeds": {"training (recipe seed)": 0, "train subset": 0, "test subset": 1},
         "started": started.isoformat(timespec="seconds"), "wall_s": round(wall, 2),
         "train_s": round(sum(r["train_s"] for r in ctx.runs.values()), 2),
         "resumed": any(r["resumed"] for r in ctx.runs.values()),

@@ -32,7 +32,6 @@ class Experiment:
     paper: str  # the paper and figure/table it reproduces
     budgets: Mapping[str, Mapping[str, Any]]
     uses_data: bool = True
-    quick_minutes: float = 0.0  # measured wall time of the quick budget on one CPU thread
 
 
 @dataclass
