@@ -8,7 +8,7 @@ from the engine's own checkpoints (``out/runs/KEY/checkpoint.pt``), and figure s
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,7 +17,8 @@ import torch
 import torch.nn as nn
 from rich.console import Console
 
-__all__ = ["BUDGETS", "Context", "Experiment", "Outcome", "TrainedRun", "short_recipe"]
+__all__ = ["BUDGETS", "Context", "Experiment", "Outcome", "TrainedRun", "cifar_padding",
+           "error_rows", "plot_error_curves", "short_recipe"]
 
 BUDGETS = ("tiny", "quick", "paper")  # tiny: the tests' seconds; quick: minutes on a laptop
 
@@ -126,6 +127,35 @@ class Context:
                           "train_s": result.history[-1]["elapsed_s"] if result.history else 0.0,
                           "stopped": result.stopped, "diverged": result.diverged}
         return TrainedRun(model.eval(), result.history, run_dir, resume is not None)
+
+
+def cifar_padding(ds: Any) -> tuple[int, int] | None:
+    """(32, 32) for images smaller than the CIFAR nets' input (MNIST's 28x28 digits are then
+    centred on the background), None when they already are 32x32 or larger."""
+    h, w = ds.images.shape[2:]
+    return (32, 32) if (h, w) != (32, 32) and h <= 32 and w <= 32 else None
+
+
+def error_rows(history: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per epoch: epoch, step, and training / test top-1 error (%) from the engine's history."""
+    return [{"epoch": r["epoch"], "step": r["step"], "train_error": 100 - r["train_top1"],
+             "test_error": 100 - r.get("test_top1", float("nan"))} for r in history]
+
+
+def plot_error_curves(ax: Any, curves: Mapping[str, list[dict[str, Any]]], *,
+                      x: str = "epoch", colours: Sequence[str] | None = None) -> None:
+    """The lectures' style on ``ax``: thin = training error, bold = test error, per run."""
+    for i, (label, rows) in enumerate(curves.items()):
+        colour = colours[i] if colours else f"C{i}"
+        xs = [r[x] for r in rows]
+        ax.plot(xs, [r["train_error"] for r in rows], color=colour, lw=0.9, ls="--",
+                marker=".", label=f"{label} train")
+        ax.plot(xs, [r["test_error"] for r in rows], color=colour, lw=2.4, marker="o",
+                label=f"{label} test {rows[-1]['test_error']:.2f}%")
+    ax.set_xlabel("SGD steps" if x == "step" else x)
+    ax.set_ylabel("top-1 error (%)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
 
 
 def short_recipe(name: str, **overrides: Any) -> Any:

@@ -21,7 +21,14 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from cnnlab.experiments.base import Context, Experiment, Outcome
+from cnnlab.experiments.base import (
+    Context,
+    Experiment,
+    Outcome,
+    cifar_padding,
+    error_rows,
+    plot_error_curves,
+)
 
 SPEC = Experiment(
     name="degradation",
@@ -53,8 +60,8 @@ def run(ctx: Context) -> Outcome:
 
     st = ctx.settings
     train_ds, test_ds = ctx.datasets(st["train"], st["test"])
-    c, h, w = train_ds.images.shape[1:]
-    pad = (32, 32) if (h, w) != (32, 32) and h <= 32 and w <= 32 else None
+    c = train_ds.images.shape[1]
+    pad = cifar_padding(train_ds)
     recipe = recipe_for(ctx)
     classes = len(train_ds.classes)
     curves = {}
@@ -62,10 +69,7 @@ def run(ctx: Context) -> Outcome:
         run = ctx.train(f"{ctx.budget}-{name}", lambda n=name: create_model(
             n, num_classes=classes, in_chans=c), recipe, train_ds, test_ds, pad_to=pad,
             model_name=name)
-        curves[name] = [{"epoch": r["epoch"], "step": r["step"],
-                         "train_error": 100 - r["train_top1"],
-                         "test_error": 100 - r.get("test_top1", float("nan"))}
-                        for r in run.history]
+        curves[name] = error_rows(run.history)
     ctx.figure(_figure(curves, ctx.data), "degradation")
 
     def final(name: str, key: str) -> float:
@@ -136,19 +140,9 @@ def _figure(curves: dict, data: str):  # -> Figure
 
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), sharey=True)
     for ax, pair in zip(axes, (("plain20", "plain56"), ("resnet20", "resnet56")), strict=True):
-        for colour, name in zip(("C1", "C0"), pair, strict=True):
-            rows = curves[name]
-            steps = [r["step"] for r in rows]
-            ax.plot(steps, [r["train_error"] for r in rows], color=colour, lw=0.9, ls="--",
-                    marker=".", label=f"{name} train")
-            ax.plot(steps, [r["test_error"] for r in rows], color=colour, lw=2.4, marker="o",
-                    label=f"{name} test")
-        ax.set_xlabel("SGD steps")
+        plot_error_curves(ax, {n: curves[n] for n in pair}, x="step", colours=("C1", "C0"))
         ax.set_title(f"{'plain' if 'plain' in pair[0] else 'residual'} nets on {data}",
                      fontsize=9)
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
-    axes[0].set_ylabel("top-1 error (%)")
     fig.suptitle("He et al. 2016 Fig. 6: thin dashed = training error, bold = test error",
                  fontsize=9)
     fig.tight_layout()

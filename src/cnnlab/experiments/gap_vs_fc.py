@@ -22,7 +22,14 @@ from __future__ import annotations
 import torch.nn as nn
 
 from cnnlab.analysis.summary import summarize
-from cnnlab.experiments.base import Context, Experiment, Outcome, short_recipe
+from cnnlab.experiments.base import (
+    Context,
+    Experiment,
+    Outcome,
+    error_rows,
+    plot_error_curves,
+    short_recipe,
+)
 
 SPEC = Experiment(
     name="gap-vs-fc",
@@ -80,9 +87,7 @@ def run(ctx: Context) -> Outcome:
         results[head] = {"params": int(s.total_params), "head_params": head_params,
                          "macs": int(s.total_macs), "test_error": 100 - last["test_top1"],
                          "train_error": 100 - last["train_top1"],
-                         "history": [{"epoch": r["epoch"], "train_error": 100 - r["train_top1"],
-                                      "test_error": 100 - r["test_top1"]}
-                                     for r in run.history]}
+                         "history": error_rows(run.history)}
     ctx.figure(_figure(results), "gap_vs_fc")
     fc, gap = results["fc"], results["gap"]
     head_ratio = fc["head_params"] / gap["head_params"]
@@ -122,16 +127,7 @@ def _figure(results: dict):  # -> Figure
     a.set_yscale("log")
     a.set_ylabel("head parameters (log)")
     a.set_title("classifier head size", fontsize=9)
-    for i, h in enumerate(heads):
-        hist = results[h]["history"]
-        xs = [r["epoch"] for r in hist]
-        colour = ["C3", "C0"][i]
-        b.plot(xs, [r["train_error"] for r in hist], color=colour, lw=0.9)
-        b.plot(xs, [r["test_error"] for r in hist], color=colour, lw=2.4, marker="o",
-               label=f"{h}: {results[h]['test_error']:.2f}%")
-    b.set_xlabel("epoch")
-    b.set_ylabel("top-1 error (%)")
-    b.set_title("thin: train, bold: test", fontsize=9)
-    b.legend(fontsize=8)
+    plot_error_curves(b, {h: results[h]["history"] for h in heads}, colours=("C3", "C0"))
+    b.set_title("thin dashed: train, bold: test", fontsize=9)
     fig.tight_layout()
     return fig

@@ -27,7 +27,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from cnnlab.experiments.base import Context, Experiment, Outcome
+from cnnlab.experiments.base import Context, Experiment, Outcome, cifar_padding
 
 SPEC = Experiment(
     name="lesion",
@@ -107,8 +107,8 @@ def run(ctx: Context) -> Outcome:
 
     st = ctx.settings
     train_ds, test_ds = ctx.datasets(st["train"], st["test"])
-    c, h, w = train_ds.images.shape[1:]
-    pad = (32, 32) if (h, w) != (32, 32) and h <= 32 and w <= 32 else None
+    c = train_ds.images.shape[1]
+    pad = cifar_padding(train_ds)
     recipe = replace(recipe_for(ctx), warmup_lr=0.0)  # no warm-up for these short runs
     if ctx.budget == "paper":
         recipe = recipe_for(ctx)  # resnet110's warm-up at 0.01, as the paper

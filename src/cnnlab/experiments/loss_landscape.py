@@ -25,7 +25,7 @@ from dataclasses import replace
 import torch
 import torch.nn as nn
 
-from cnnlab.experiments.base import Context, Experiment, Outcome
+from cnnlab.experiments.base import Context, Experiment, Outcome, cifar_padding
 
 SPEC = Experiment(
     name="loss-landscape",
@@ -105,8 +105,8 @@ def run(ctx: Context) -> Outcome:
 
     st = ctx.settings
     train_ds, test_ds = ctx.datasets(st["train"], st["images"])
-    c, h, w = train_ds.images.shape[1:]
-    pad = (32, 32) if (h, w) != (32, 32) and h <= 32 and w <= 32 else None
+    c = train_ds.images.shape[1]
+    pad = cifar_padding(train_ds)
     recipe = recipe_for(ctx)
     if ctx.budget != "paper":
         recipe = replace(recipe, warmup_lr=0.0)

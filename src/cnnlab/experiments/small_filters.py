@@ -19,7 +19,14 @@ from __future__ import annotations
 import torch.nn as nn
 
 from cnnlab.analysis.summary import summarize
-from cnnlab.experiments.base import Context, Experiment, Outcome, short_recipe
+from cnnlab.experiments.base import (
+    Context,
+    Experiment,
+    Outcome,
+    error_rows,
+    plot_error_curves,
+    short_recipe,
+)
 
 SPEC = Experiment(
     name="small-filters",
@@ -85,9 +92,7 @@ def run(ctx: Context) -> Outcome:
         trained[name] = {"test_error": 100 - last["test_top1"],
                          "train_error": 100 - last["train_top1"],
                          "params": sum(p.numel() for p in run.model.parameters()),
-                         "history": [{"epoch": r["epoch"], "train_error": 100 - r["train_top1"],
-                                      "test_error": 100 - r["test_top1"]}
-                                     for r in run.history]}
+                         "history": error_rows(run.history)}
     ctx.figure(_figure(arith[64], trained), "small_filters")
     c64 = arith[64]
     gap7 = trained["7x7"]["test_error"] - trained["3x3x3"]["test_error"]
@@ -133,15 +138,7 @@ def _figure(arith: dict, trained: dict):  # -> Figure
                f"RF {arith[n]['receptive_field']}", ha="center", va="bottom", fontsize=8)
     a.set_ylabel("weights (thousands), C = 64")
     a.set_title("27C^2 vs 49C^2 and 18C^2 vs 25C^2", fontsize=9)
-    for i, n in enumerate(names):
-        hist = trained[n]["history"]
-        xs = [h["epoch"] for h in hist]
-        b.plot(xs, [h["train_error"] for h in hist], color=f"C{i}", lw=0.9)
-        b.plot(xs, [h["test_error"] for h in hist], color=f"C{i}", lw=2.4, marker="o",
-               label=f"{n}: {trained[n]['test_error']:.2f}%")
-    b.set_xlabel("epoch")
-    b.set_ylabel("top-1 error (%)")
-    b.set_title("same budget; thin: train, bold: test", fontsize=9)
-    b.legend(fontsize=8)
+    plot_error_curves(b, {n: trained[n]["history"] for n in names})
+    b.set_title("same budget; thin dashed: train, bold: test", fontsize=9)
     fig.tight_layout()
     return fig
