@@ -13,10 +13,9 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-__all__ = ["Source", "find_layer", "layer_outputs", "load_image", "load_source", "map_layers"]
+from cnnlab.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+__all__ = ["Source", "find_layer", "layer_outputs", "load_image", "load_source", "map_layers"]
 
 
 @dataclass
