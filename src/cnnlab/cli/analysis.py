@@ -89,13 +89,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--input", type=input_size, default=None)
     p.set_defaults(func=run_rf)
 
-    p = sub.add_parser("erf", help="effective receptive field (Luo et al. 2016) of a layer")
-    p.add_argument("model")
-    p.add_argument("--layer", required=True, help="qualified module name, e.g. features.12")
-    p.add_argument("--input", type=input_size, default=None)
-    p.add_argument("--samples", type=positive, default=4)
-    p.add_argument("--out", type=png_path, default=None, help="write the gradient map as a PNG")
-    p.set_defaults(func=run_erf)
+    add_erf_parser(sub)
 
     p = sub.add_parser("calc", help="the lectures' formulas by hand")
     calc = p.add_subparsers(dest="what", metavar="WHAT", parser_class=type(p))
@@ -109,6 +103,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--c-in", type=positive, default=None)
     c.add_argument("--c-out", type=positive, default=None)
     c.set_defaults(func=run_calc_conv)
+
+
+def add_erf_parser(sub: argparse._SubParsersAction) -> None:
+    """`erf`, here and as `cnnlab viz erf` (the same command in the figures family)."""
+    p = sub.add_parser("erf", help="effective receptive field (Luo et al. 2016) of a layer")
+    p.add_argument("model")
+    p.add_argument("--layer", required=True, help="qualified module name, e.g. features.12")
+    p.add_argument("--input", type=input_size, default=None)
+    p.add_argument("--samples", type=positive, default=4)
+    p.add_argument("--out", type=png_path, default=None, help="write the gradient map as a PNG")
+    p.set_defaults(func=run_erf)
 
 
 def _default_input(name: str, given: tuple[int, int, int] | None) -> tuple[int, int, int]:
