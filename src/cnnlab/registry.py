@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 import fnmatch
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -136,17 +137,30 @@ def create_model(
     in_chans: int | None = None,
     features_only: bool = False,
     out_indices: tuple[int, ...] | None = None,
+    weights: str | os.PathLike | None = None,
     **kwargs: Any,
 ) -> nn.Module:
     """Build a registered model.
 
     ``num_classes``/``in_chans`` override the paper's defaults; other keywords go to the
     builder. With ``features_only=True`` the result returns the list of stage feature maps
-    selected by ``out_indices`` (default: every stage in ``feature_info``).
+    selected by ``out_indices`` (default: every stage in ``feature_info``). ``weights``
+    loads published weights ("DEFAULT", "IMAGENET1K_V2", see ``cnnlab weights list``) or a
+    local file (cnnlab.deploy.weights); with ``num_classes`` the head is then replaced.
     """
     builder = _BUILDERS[_lookup(name)]
     if out_indices is not None and not features_only:
         raise ValueError("out_indices only applies with features_only=True")
+    if weights is not None:
+        from cnnlab.deploy.weights import create_pretrained
+
+        model = create_pretrained(_lookup(name), weights, num_classes=num_classes,
+                                  in_chans=in_chans, **kwargs)
+        if features_only:
+            from cnnlab.models.base import FeatureExtractor
+
+            return FeatureExtractor(model, out_indices)
+        return model
     if num_classes is not None:
         kwargs["num_classes"] = num_classes
     if in_chans is not None:
