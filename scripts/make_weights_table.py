@@ -35,6 +35,9 @@ def weight_set(meta: dict) -> dict:
     if t["class"] != "ImageClassification" or len(t["crop_size"]) != 1:
         raise ValueError(f"unexpected transforms {t}")
     entry = {key: meta[key] for key in SET_FIELDS}
+    for key in ("acc1", "acc5"):  # NaN for a features-only set (vgg16's IMAGENET1K_FEATURES)
+        if entry[key] != entry[key]:
+            entry[key] = None
     entry["transforms"] = {
         "resize": t["resize_size"][0], "crop": t["crop_size"][0],
         "interpolation": t["interpolation"].lower(), "mean": t["mean"], "std": t["std"],

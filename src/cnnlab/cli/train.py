@@ -41,6 +41,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     q.add_argument("images", nargs="+", metavar="IMAGE")
     q.add_argument("--topk", type=int, default=5)
     q.add_argument("--device", default="auto")
+    q.add_argument("--weights", help="published weights (DEFAULT, IMAGENET1K_V1, ...; see "
+                   "`cnnlab weights list`) or a weights file; CHECKPOINT is then a model name")
     q.set_defaults(func=run_predict)
 
 
@@ -99,8 +101,14 @@ def run_predict(args: argparse.Namespace) -> int:
     from cnnlab.train.inference import predict_images
     from cnnlab.train.run import resolve_device
 
-    results = predict_images(args.checkpoint, args.images, args.topk,
-                             resolve_device(args.device))
+    if args.weights:  # a model with published (ImageNet) weights, not a training checkpoint
+        from cnnlab.deploy.classify import predict_pretrained
+
+        results = predict_pretrained(args.checkpoint, args.weights, args.images, args.topk,
+                                     resolve_device(args.device))
+    else:
+        results = predict_images(args.checkpoint, args.images, args.topk,
+                                 resolve_device(args.device))
     for path, preds in zip(args.images, results, strict=True):
         print(path + ": " + ", ".join(f"{name} {p:.3f}" for name, p in preds))
     return 0

@@ -37,8 +37,8 @@ def _row(ws) -> tuple[str, ...]:  # type: ignore[no-untyped-def]
     return (
         ws.model,
         ws.name + (" *" if ws.default else ""),
-        f"{ws.acc1:.3f}",
-        f"{ws.acc5:.3f}",
+        "features only" if ws.acc1 is None else f"{ws.acc1:.3f}",
+        "" if ws.acc5 is None else f"{ws.acc5:.3f}",
         f"{ws.num_params / 1e6:.2f}M",
         f"{ws.gflops:.3f}",
         f"{ws.file_size_mb:.1f}",

@@ -71,8 +71,8 @@ class WeightSet:
     file_size_mb: float  # MiB, as torchvision rounds it
     num_params: int
     gflops: float
-    acc1: float  # ImageNet-1k val, percent
-    acc5: float
+    acc1: float | None  # ImageNet-1k val, percent; None for a features-only set
+    acc5: float | None
     transforms: EvalTransforms
     recipe: str = ""
     min_size: tuple[int, int] = (1, 1)
