@@ -1,9 +1,20 @@
-"""A real HTTP server on 127.0.0.1 for download tests (started in a thread, per test)."""
+"""A real HTTP server on 127.0.0.1 for download tests (started in a thread, per test), and
+published weights pointed at it."""
 
+import dataclasses
+import hashlib
+import io
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import torch
+
+import cnnlab
+from cnnlab.deploy import weights as W
+
+from seeded_weights import deterministic_state_dict
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -58,3 +69,24 @@ def serving() -> Iterator[ThreadingHTTPServer]:
     finally:
         httpd.shutdown()
         httpd.server_close()
+
+
+def checkpoint_bytes(name, **build):
+    """A seeded state_dict of ``name`` as torchvision would publish it, saved by torch.save."""
+    state = deterministic_state_dict(cnnlab.create_model(name, **build).state_dict())
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    return buf.getvalue(), state
+
+
+def publish(monkeypatch, server, model, data, *, sha256=None, served=None):
+    """Point ``model``'s default weight set at ``server``, serving ``served`` (default
+    ``data``) under a torchvision-style file name; the table holds ``data``'s SHA-256."""
+    ws = W.get_weights(model)
+    digest = hashlib.sha256(data).hexdigest()
+    filename = f"{model}-{digest[:8]}.pth"
+    server.files[filename] = data if served is None else served
+    new = dataclasses.replace(ws, url=f"{server.url}/{filename}",
+                              sha256_prefix=sha256 or digest[:8])
+    monkeypatch.setitem(W._TABLE[model], ws.name, new)
+    return new

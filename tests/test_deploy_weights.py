@@ -5,8 +5,6 @@ that layout) and served from a real HTTP server on 127.0.0.1; the URL table is p
 """
 
 import dataclasses
-import hashlib
-import io
 import json
 
 import numpy as np
@@ -20,8 +18,7 @@ from cnnlab.deploy import weights as W
 from cnnlab.deploy.classify import eval_preprocess, predict_pretrained
 
 from conftest import torchvision_reference
-from local_server import serving
-from seeded_weights import deterministic_state_dict
+from local_server import checkpoint_bytes, publish, serving
 
 
 @pytest.fixture
@@ -37,30 +34,9 @@ def hub(tmp_path, monkeypatch):
     return tmp_path / "torch" / "hub" / "checkpoints"
 
 
-def checkpoint_bytes(name, **build):
-    """A seeded state_dict of ``name`` as torchvision would publish it, saved by torch.save."""
-    state = deterministic_state_dict(cnnlab.create_model(name, **build).state_dict())
-    buf = io.BytesIO()
-    torch.save(state, buf)
-    return buf.getvalue(), state
-
-
 @pytest.fixture(scope="module")
 def squeezenet():
     return checkpoint_bytes("squeezenet1_1")
-
-
-def publish(monkeypatch, server, model, data, *, sha256=None, served=None):
-    """Point ``model``'s default weight set at ``server``, serving ``served`` (default
-    ``data``) under a torchvision-style file name; the table holds ``data``'s SHA-256."""
-    ws = W.get_weights(model)
-    digest = hashlib.sha256(data).hexdigest()
-    filename = f"{model}-{digest[:8]}.pth"
-    server.files[filename] = data if served is None else served
-    new = dataclasses.replace(ws, url=f"{server.url}/{filename}",
-                              sha256_prefix=sha256 or digest[:8])
-    monkeypatch.setitem(W._TABLE[model], ws.name, new)
-    return new
 
 
 # --- the table -------------------------------------------------------------------------

@@ -26,6 +26,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE", dest="overrides",
                    help="override recipe fields, e.g. --set lr=0.05 epochs=30")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--weights", help="fine-tune from published weights (DEFAULT, IMAGENET1K_V1, "
+                   "...) or a weights file: new head, the weights' transforms, recipe finetune")
+    p.add_argument("--freeze", choices=("none", "backbone"),
+                   help="with --weights: train the new head alone (BN stays in eval mode)")
+    p.add_argument("--linear-probe", action="store_true",
+                   help="with --weights: a linear classifier on frozen features")
     p.set_defaults(func=run_train)
 
     e = sub.add_parser("eval", help="top-1/top-5 error of checkpoints (averaged as an ensemble)")
@@ -73,7 +79,8 @@ def run_train(args: argparse.Namespace) -> int:
     console = Console()
     spec = RunSpec(model=args.model, data=args.data, root=args.root, recipe=args.recipe,
                    epochs=args.epochs, batch_size=args.batch_size, device=args.device,
-                   out=args.out, resume=args.resume, overrides=args.overrides)
+                   out=args.out, resume=args.resume, overrides=args.overrides,
+                   weights=args.weights, freeze=args.freeze, linear_probe=args.linear_probe)
     result = train(spec, console, progress=not args.quiet)
     if int(os.environ.get("RANK", "0")) != 0:  # under torchrun, rank 0 reports
         return 0

@@ -335,6 +335,10 @@ def create_pretrained(
             _drop_aux_heads(model)
     model.pretrained = ws
     model.eval_transforms = default.transforms if default is not None else None
+    # what rebuilds this architecture without the weights (a fine-tuned run's checkpoint)
+    model.build_kwargs = {k: v for k, v in build.items() if k != "init_weights"}
+    if "aux_logits" in build:
+        model.build_kwargs["aux_logits"] = bool(getattr(model, "aux_logits", False))
     if num_classes is not None and num_classes != classes:
         model.head_names = replace_head(model, num_classes, classes)
     return model

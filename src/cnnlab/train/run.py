@@ -54,6 +54,9 @@ class RunSpec:
     out: str | None = None
     resume: str | None = None
     overrides: Sequence[str] = field(default_factory=tuple)
+    weights: str | None = None  # fine-tune from published weights (cnnlab.train.finetune)
+    freeze: str | None = None
+    linear_probe: bool = False
 
 
 def resolve_device(name: str) -> torch.device:
@@ -226,7 +229,8 @@ def train(spec: RunSpec, console: Console | None = None, **fit_kw: Any) -> FitRe
             f"not {model_name!r}"
         )
     info = model_info(model_name)
-    recipe = resolve_recipe(spec, checkpoint, info.recipe)
+    ft = _finetune(spec, checkpoint)
+    recipe = resolve_recipe(spec, checkpoint, ft.recipe if ft else info.recipe)
     out = Path(spec.out) if spec.out else (
         Path(spec.resume).parent if spec.resume else Path("runs") / f"{model_name}-{spec.data}"
     )
@@ -243,7 +247,7 @@ def train(spec: RunSpec, console: Console | None = None, **fit_kw: Any) -> FitRe
         train_ds = splits["train"]
         in_memory = isinstance(train_ds, ImageTensorDataset)
         c, h, w = image_shape(train_ds)
-        crop = None
+        crop = short = None
         if not in_memory:  # folders: bring every image to the model's size in the workers
             crop = info.input_size[1]
             h = w = crop
@@ -256,7 +260,16 @@ def train(spec: RunSpec, console: Console | None = None, **fit_kw: Any) -> FitRe
         seed_everything(recipe.seed)
         num_classes = (checkpoint or {}).get("run", {}).get("num_classes", len(classes))
         in_chans = (checkpoint or {}).get("run", {}).get("in_chans", c)
-        model = create_model(model_name, num_classes=num_classes, in_chans=in_chans)
+        if ft is None:
+            model = create_model(model_name, num_classes=num_classes, in_chans=in_chans)
+        else:  # pretrained: a new head, and the weights' own sizing and normalisation
+            model, sizing = _finetune_model(ft, model_name, num_classes, checkpoint)
+            mean, std = list(sizing.mean), list(sizing.std)
+            if ctx.is_main:
+                console.print(f"[dim]{ft.describe()}[/]")
+            if not in_memory:
+                crop, short = sizing.crop, sizing.resize
+                h = w = crop
         if ctx.is_main and (num_classes, in_chans) != (info.num_classes, info.input_size[0]):
             console.print(
                 f"[dim]{model_name}: built with num_classes={num_classes}, in_chans={in_chans} "
@@ -274,7 +287,7 @@ def train(spec: RunSpec, console: Console | None = None, **fit_kw: Any) -> FitRe
                       rank=ctx.rank, world_size=ctx.world_size)
         model_hw = (h, w)
         if crop is not None:
-            common |= dict(sample_transform=_folder_sizing(crop), num_workers=WORKERS)
+            common |= dict(sample_transform=_folder_sizing(crop, short), num_workers=WORKERS)
         elif fit_in.size is not None:
             # In memory, pad the uint8 images once (0 = background, which is what fit_in's
             # fill normalises to) rather than every batch.
@@ -299,6 +312,8 @@ def train(spec: RunSpec, console: Console | None = None, **fit_kw: Any) -> FitRe
             "num_classes": num_classes, "in_chans": in_chans, "image_size": [c, h, w],
             "mean": mean, "std": std, "world_size": ctx.world_size,
         }
+        if ft is not None:
+            run_info |= {"finetune": ft.to_run(), "model_kwargs": ft.model_kwargs}
         return fit(
             model, recipe, train_loader, out_dir=out, model_name=model_name,
             val_loader=val_loader, test_loader=test_loader, device=device, input_fit=fit_in,
@@ -315,6 +330,31 @@ def train(spec: RunSpec, console: Console | None = None, **fit_kw: Any) -> FitRe
         raise
     finally:
         shutdown(ctx)
+
+
+def _finetune(spec: RunSpec, checkpoint: dict[str, Any] | None) -> Any:
+    """The run's fine-tuning set-up (cnnlab.train.finetune.Finetune), or None."""
+    from cnnlab.train.finetune import Finetune
+
+    saved = (checkpoint or {}).get("run", {}).get("finetune")
+    if saved is not None:
+        return Finetune.from_run(saved)
+    if spec.weights is None:
+        if spec.freeze not in (None, "none") or spec.linear_probe:
+            raise ValueError("--freeze and --linear-probe need pretrained --weights")
+        return None
+    return Finetune(spec.weights, spec.freeze, spec.linear_probe)
+
+
+def _finetune_model(ft: Any, model_name: str, num_classes: int,
+                    checkpoint: dict[str, Any] | None) -> tuple[nn.Module, Any]:
+    """The model with its new head (rebuilt without downloading when resuming)."""
+    model = ft.rebuild(model_name, num_classes) if checkpoint else ft.build(
+        model_name, num_classes)
+    if ft.transforms is None:
+        raise ValueError(f"--weights {ft.weights}: no evaluation transforms are known for "
+                         f"{model_name}'s weights")
+    return model, ft.transforms
 
 
 def _missing_folders(path: Path) -> list[Path]:
