@@ -21,6 +21,7 @@ difference, grouped.
 
 from __future__ import annotations
 
+import argparse
 import importlib
 import os
 import re
@@ -89,7 +90,10 @@ def _read(path: Path) -> Any:
         except (SafetensorError, OSError) as exc:
             raise ValueError(f"{path}: not a readable safetensors file ({exc})") from None
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        # timm's train.py saves its argparse.Namespace of options beside the weights: a plain
+        # attribute bag, allowed here; anything else that is not tensors and containers is not.
+        with torch.serialization.safe_globals([argparse.Namespace]):
+            return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torn file, foreign pickle: one line saying which and why
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise ValueError(f"{path}: not a readable weights file ({reason})") from None
@@ -138,7 +142,8 @@ def _strip_wrappers(state: StateDict) -> tuple[StateDict, list[str]]:
 
 
 _DENSENET_LEGACY = re.compile(
-    r"^(.*denselayer\d+\.(?:norm|relu|conv))\.((?:[12])\.(?:weight|bias|running_mean|running_var))$"
+    r"^(.*denselayer\d+\.(?:norm|relu|conv))\.([12]\."
+    r"(?:weight|bias|running_mean|running_var|num_batches_tracked))$"
 )
 
 
