@@ -325,3 +325,26 @@ def test_predict_prints_imagenet_names_with_the_weights_transforms(server, hub, 
                  "--topk", "3"]) == 0
     line = capsys.readouterr().out.strip()
     assert line.startswith(f"{image}: {expected[0][0]} ")
+
+
+def test_concurrent_downloads_fetch_once(server, hub, monkeypatch, squeezenet):
+    import threading
+
+    data, _ = squeezenet
+    ws = publish(monkeypatch, server, "squeezenet1_1", data)
+    paths, errors = [], []
+
+    def fetch():
+        try:
+            paths.append(W.download_weights(ws, backoff=0))
+        except Exception as exc:  # collected: a thread's exception would be lost
+            errors.append(exc)
+
+    threads = [threading.Thread(target=fetch) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == [] and len(paths) == 3
+    assert (hub / ws.filename).read_bytes() == data
+    assert len(server.requests) == 1  # the cache lock made the others find the file

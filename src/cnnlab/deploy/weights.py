@@ -232,10 +232,11 @@ def load_published(ws: WeightSet, **download_kw: Any) -> dict[str, torch.Tensor]
 
 
 def _looks_like_path(weights: str | os.PathLike) -> bool:
+    """A file rather than a set name: a Path, a name with a folder or a weights suffix
+    ("./DEFAULT" is a file, "DEFAULT" the default set)."""
     text = os.fspath(weights)
     return (isinstance(weights, os.PathLike) or os.sep in text or "/" in text
-            or text.endswith((".pth", ".pt", ".bin", ".safetensors", ".ckpt"))
-            or Path(text).is_file())
+            or text.endswith((".pth", ".pt", ".bin", ".safetensors", ".ckpt", ".tar")))
 
 
 def head_layers(model: nn.Module, num_classes: int) -> list[str]:

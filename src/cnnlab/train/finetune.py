@@ -54,12 +54,12 @@ class Finetune:
 
         model = create_model(model_name, weights=self.weights, num_classes=num_classes)
         self.transforms = self.transforms or model.eval_transforms
-        self.head = list(getattr(model, "head_names", []))
-        if not self.head:
-            raise ValueError(
-                f"--weights {self.weights}: the weights already have {num_classes} classes, "
-                "so there is no new head to train; train without --weights, or resume"
-            )
+        if not hasattr(model, "head_names"):  # the weights' classes are the dataset's: the
+            # head is kept (not replaced) but still is what trains fastest, or alone
+            from cnnlab.deploy.weights import head_layers
+
+            model.head_names = head_layers(model, num_classes)
+        self.head = list(model.head_names)
         self.model_kwargs = dict(getattr(model, "build_kwargs", {}))
         self._freeze(model)
         return model
