@@ -348,3 +348,25 @@ def test_concurrent_downloads_fetch_once(server, hub, monkeypatch, squeezenet):
     assert errors == [] and len(paths) == 3
     assert (hub / ws.filename).read_bytes() == data
     assert len(server.requests) == 1  # the cache lock made the others find the file
+
+
+# torchvision's own head of each family (the layer its fine-tuning tutorials replace)
+HEADS = {"alexnet": ["classifier.6"], "vgg11_bn": ["classifier.6"], "resnet18": ["fc"],
+         "resnext50_32x4d": ["fc"], "wide_resnet50_2": ["fc"], "densenet121": ["classifier"],
+         "squeezenet1_0": ["classifier.1"], "mobilenet_v2": ["classifier.1"],
+         "mobilenet_v3_small": ["classifier.3"], "efficientnet_b0": ["classifier.1"],
+         "googlenet": ["fc"], "inception_v3": ["AuxLogits.fc", "fc"]}
+
+
+def test_heads_cover_every_family_with_weights():
+    families = {cnnlab.model_info(ws.model).family for ws in W.list_weights()}
+    assert {cnnlab.model_info(name).family for name in HEADS} == families
+
+
+@pytest.mark.parametrize("name", sorted(HEADS))
+def test_replace_head_finds_torchvisions_head(name):
+    with torch.device("meta"):  # shapes only: nothing allocated, any size costs the same
+        model = cnnlab.create_model(name).eval()
+        assert W.replace_head(model, 7) == HEADS[name]
+        size = 299 if name == "inception_v3" else 224
+        assert model(torch.zeros(1, 3, size, size)).shape == (1, 7)
