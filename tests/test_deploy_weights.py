@@ -295,7 +295,7 @@ def test_eval_preprocess_is_torchvisions_preset():
     x = eval_preprocess(image, t)
     assert x.shape == (3, 224, 224)
     resized = image.resize((341, 256), Image.Resampling.BILINEAR).crop((58, 16, 282, 240))
-    expected = torch.from_numpy(np.asarray(resized)).float() / 255
+    expected = torch.from_numpy(np.array(resized)).float() / 255
     torch.testing.assert_close(x, expected.permute(2, 0, 1))
 
 
@@ -309,7 +309,7 @@ def test_predict_prints_imagenet_names_with_the_weights_transforms(server, hub, 
     with Image.open(image) as im:
         crop = im.convert("RGB").resize((341, 256), Image.Resampling.BILINEAR).crop(
             (58, 16, 282, 240))
-    x = torch.from_numpy(np.asarray(crop)).float() / 255
+    x = torch.from_numpy(np.array(crop)).float() / 255
     x = (x - torch.tensor([0.485, 0.456, 0.406])) / torch.tensor([0.229, 0.224, 0.225])
     plain = cnnlab.create_model("squeezenet1_1").eval()
     plain.load_state_dict(state)
@@ -370,3 +370,13 @@ def test_replace_head_finds_torchvisions_head(name):
         assert W.replace_head(model, 7) == HEADS[name]
         size = 299 if name == "inception_v3" else 224
         assert model(torch.zeros(1, 3, size, size)).shape == (1, 7)
+
+
+def test_predict_names_a_file_it_cannot_read(server, hub, monkeypatch, squeezenet, tmp_path,
+                                             capsys):
+    publish(monkeypatch, server, "squeezenet1_1", squeezenet[0])
+    (tmp_path / "notes.png").write_text("not an image")
+    for bad in (tmp_path / "notes.png", tmp_path / "missing.png", tmp_path):
+        assert main(["predict", "squeezenet1_1", str(bad), "--weights", "DEFAULT"]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith(f"cnnlab: error: {bad}: cannot decode image") and "\n" not in err

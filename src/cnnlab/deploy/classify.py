@@ -52,6 +52,7 @@ def predict_pretrained(
 ) -> list[list[tuple[str, float]]]:
     """For each image file, the ``topk`` (ImageNet class name, probability) pairs of
     ``model_name`` with ``weights``, using the weights' own evaluation transforms."""
+    from cnnlab.data.folder import decode_image
     from cnnlab.deploy.weights import WeightsError
     from cnnlab.registry import create_model
 
@@ -67,16 +68,9 @@ def predict_pretrained(
                            "trained checkpoint instead (`cnnlab predict CHECKPOINT IMAGE`)")
     classes = imagenet_classes()
     results = []
-    for file in map(Path, images):
-        if file.is_dir():
-            raise IsADirectoryError(f"image {str(file)!r} is a folder; give image files")
-        if not file.is_file():
-            raise FileNotFoundError(f"image {str(file)!r} does not exist")
-        try:
-            with Image.open(file) as opened:
-                x = eval_preprocess(opened, t)
-        except (OSError, Image.DecompressionBombError) as exc:
-            raise ValueError(f"{file}: not a readable image ({exc})") from None
+    for file in images:
+        pixels = decode_image(file).permute(1, 2, 0).numpy()  # names the file it cannot read
+        x = eval_preprocess(Image.fromarray(pixels), t)
         p = model(x[None].to(device)).softmax(-1)[0]
         if p.numel() != len(classes):
             raise WeightsError(f"{model_name}: {p.numel()} outputs, not ImageNet's "
