@@ -380,3 +380,19 @@ def test_predict_names_a_file_it_cannot_read(server, hub, monkeypatch, squeezene
         assert main(["predict", "squeezenet1_1", str(bad), "--weights", "DEFAULT"]) == 2
         err = capsys.readouterr().err.strip()
         assert err.startswith(f"cnnlab: error: {bad}: cannot decode image") and "\n" not in err
+
+
+def test_a_cnnlab_checkpoint_is_rebuilt_with_its_own_options(tmp_path):
+    # A cnnlab checkpoint records the builder options: a GoogLeNet trained from scratch has
+    # transform_input=False, which loading it as weights= keeps (the published set's is True).
+    from cnnlab.train.checkpoint import save_atomic
+
+    model = cnnlab.create_model("googlenet", num_classes=3, init_weights=False)
+    save_atomic({"format": "cnnlab-checkpoint-1", "model_name": "googlenet",
+                 "model": model.state_dict(), "ema": None, "config": {},
+                 "run": {"num_classes": 3, "model_kwargs": {}}}, tmp_path / "checkpoint.pt")
+    loaded = cnnlab.create_model("googlenet", weights=tmp_path / "checkpoint.pt")
+    assert not loaded.transform_input and loaded.fc.out_features == 3 and loaded.aux1 is None
+    assert torch.equal(loaded.fc.weight, model.fc.weight)
+    # the published set's own form, for comparison
+    assert W.get_weights("googlenet").build["transform_input"] is True

@@ -33,7 +33,8 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-__all__ = ["LoadMismatch", "LoadReport", "load_weights", "read_state_dict", "to_model_layout"]
+__all__ = ["LoadMismatch", "LoadReport", "load_weights", "read_run", "read_state_dict",
+           "to_model_layout"]
 
 StateDict = dict[str, torch.Tensor]
 
@@ -78,6 +79,15 @@ def read_state_dict(path: str | os.PathLike) -> StateDict:
     return _unwrap(_read(Path(path)), str(path))[0]
 
 
+def read_run(path: str | os.PathLike) -> tuple[StateDict, dict[str, Any] | None]:
+    """The tensors of a weights file and, for a cnnlab training checkpoint, its ``run``
+    record (classes, builder options), else None."""
+    obj = _read(Path(path))
+    run = obj.get("run") if isinstance(obj, Mapping) and str(obj.get("format", "")).startswith(
+        "cnnlab-checkpoint") else None
+    return _unwrap(obj, str(path))[0], run
+
+
 def _read(path: Path) -> Any:
     if not path.is_file():
         raise FileNotFoundError(f"weights file {str(path)!r} does not exist")
@@ -111,7 +121,7 @@ def _unwrap(obj: Any, where: str) -> tuple[StateDict, str]:
             break
         if obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
             return dict(obj), source
-        if obj.get("format", "").startswith("cnnlab-checkpoint"):
+        if str(obj.get("format", "")).startswith("cnnlab-checkpoint"):
             key = "ema" if obj.get("ema") is not None else "model"
             obj, source = obj[key], f"cnnlab checkpoint ({key})"
             continue

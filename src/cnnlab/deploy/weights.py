@@ -303,7 +303,7 @@ def create_pretrained(
     ``eval_transforms`` (the set's preset; for a local file the model's default set's, when it
     has one) and, when the head was replaced, ``head_names``.
     """
-    from cnnlab.deploy.interop import load_weights, read_state_dict, to_model_layout
+    from cnnlab.deploy.interop import load_weights, read_run, to_model_layout
     from cnnlab.registry import create_model, model_info
 
     info = model_info(name)
@@ -317,14 +317,18 @@ def create_pretrained(
     build = {**(default.build if default is not None else {}), **kwargs}
     wanted_aux = kwargs.get("aux_logits")
     if local:
-        state = read_state_dict(weights)
-        probe = create_model(name, num_classes=info.num_classes, **build)
+        state, run = read_run(weights)
+        if run is not None:  # a cnnlab training checkpoint says how its model was built
+            build = {**run.get("model_kwargs", {}), **kwargs}
+        elif "aux_logits" in build and wanted_aux is None:
+            build["aux_logits"] = any("aux" in k.lower() for k in state)
+        # The file's classes: its main head's rows, found on a shapes-only (meta) copy.
+        with torch.device("meta"):
+            probe = create_model(name, num_classes=info.num_classes, **build)
         state, _, _ = to_model_layout(probe, state)
         main_head = [h for h in head_layers(probe, info.num_classes) if "aux" not in h.lower()]
         key = f"{main_head[-1]}.weight" if main_head else ""
         classes = int(state[key].shape[0]) if key in state else info.num_classes
-        if "aux_logits" in build and wanted_aux is None:
-            build["aux_logits"] = any("aux" in k.lower() for k in state)
     else:
         assert ws is not None
         state, classes = load_published(ws), ws.num_classes
