@@ -396,3 +396,10 @@ def test_a_cnnlab_checkpoint_is_rebuilt_with_its_own_options(tmp_path):
     assert torch.equal(loaded.fc.weight, model.fc.weight)
     # the published set's own form, for comparison
     assert W.get_weights("googlenet").build["transform_input"] is True
+
+
+def test_pretrained_with_no_classes_returns_pooled_features(server, hub, monkeypatch,
+                                                            squeezenet):
+    publish(monkeypatch, server, "squeezenet1_1", squeezenet[0])
+    model = cnnlab.create_model("squeezenet1_1", weights="DEFAULT", num_classes=0)
+    assert model(torch.rand(2, 3, 64, 64)).shape == (2, 512)  # fire9's 512 channels

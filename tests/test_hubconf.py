@@ -21,7 +21,7 @@ def test_every_registered_model_is_an_entrypoint():
     spec.loader.exec_module(hubconf)
     entrypoints = sorted(n for n in dir(hubconf) if callable(getattr(hubconf, n))
                          and not n.startswith("_"))
-    assert entrypoints == cnnlab.list_models()
+    assert entrypoints == sorted(cnnlab.list_models())
     assert "torch" in hubconf.dependencies
     assert "Deep Residual Learning" in hubconf.resnet50.__doc__
 

@@ -240,8 +240,15 @@ def _looks_like_path(weights: str | os.PathLike) -> bool:
 
 
 def head_layers(model: nn.Module, num_classes: int) -> list[str]:
-    """Names of the layers that produce the ``num_classes`` logits: the classifier's last
-    Linear (or SqueezeNet's 1x1 conv) and the auxiliary heads' (GoogLeNet, Inception)."""
+    """Names of the layers that produce the ``num_classes`` logits: the auxiliary heads'
+    (GoogLeNet, Inception, when built) and the classifier's last layer, as the model names
+    them (``classifier_path``), else the Linear (or SqueezeNet-style 1x1 conv) layers with
+    ``num_classes`` outputs."""
+    path = getattr(model, "classifier_path", None)
+    if path is not None:
+        paths = (*getattr(model, "aux_classifier_paths", ()), path)
+        own = dict(model.named_modules())
+        return [p for p in paths if p in own]
     heads = []
     for name, m in model.named_modules():
         if isinstance(m, nn.Linear) and m.out_features == num_classes:
