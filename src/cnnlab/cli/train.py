@@ -36,6 +36,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE", dest="overrides",
                    help="override recipe fields, e.g. --set lr=0.05 epochs=30")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--weights", help="fine-tune from published weights (DEFAULT, IMAGENET1K_V1, "
+                   "...) or a weights file: new head, the weights' transforms, recipe finetune")
+    p.add_argument("--freeze", choices=("none", "backbone"),
+                   help="with --weights: train the new head alone (BN stays in eval mode)")
+    p.add_argument("--linear-probe", action="store_true",
+                   help="with --weights: a linear classifier on frozen features")
     p.set_defaults(func=run_train)
 
     e = sub.add_parser("eval", help="top-1/top-5 error of checkpoints (averaged as an ensemble)")
@@ -54,6 +60,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="image files, or folders of them (unreadable images are skipped)")
     q.add_argument("--topk", type=int, default=5)
     q.add_argument("--device", default="auto")
+    q.add_argument("--weights", help="published weights (DEFAULT, IMAGENET1K_V1, ...; see "
+                   "`cnnlab weights list`) or a weights file; CHECKPOINT is then a model name")
     q.set_defaults(func=run_predict)
 
 
@@ -87,7 +95,8 @@ def run_train(args: argparse.Namespace) -> int:
     spec = RunSpec(model=args.model, data=args.data, root=args.root, recipe=args.recipe,
                    epochs=args.epochs, batch_size=args.batch_size, device=args.device,
                    out=args.out, resume=args.resume, overwrite=args.overwrite,
-                   overrides=args.overrides)
+                   overrides=args.overrides, weights=args.weights, freeze=args.freeze,
+                   linear_probe=args.linear_probe)
     result = train(spec, console, progress=not args.quiet)
     if int(os.environ.get("RANK", "0")) != 0:  # under torchrun, rank 0 reports
         return 0
@@ -153,8 +162,15 @@ def run_predict(args: argparse.Namespace) -> int:
     def skipped(path: str, reason: str) -> None:
         print(f"cnnlab: warning: {reason}; skipped", file=sys.stderr)
 
-    results = predict_images(args.checkpoint, args.images, args.topk,
-                             resolve_device(args.device), on_skip=skipped)
+    if args.weights:  # a model with published (ImageNet) weights, not a training checkpoint
+        from cnnlab.deploy.classify import predict_pretrained
+
+        results = list(zip(args.images, predict_pretrained(
+            args.checkpoint, args.weights, args.images, args.topk,
+            resolve_device(args.device)), strict=True))
+    else:
+        results = predict_images(args.checkpoint, args.images, args.topk,
+                                 resolve_device(args.device), on_skip=skipped)
     for path, preds in results:
         print(f"{path}: " + ", ".join(f"{name} {p:.3f}" for name, p in preds))
     return 0

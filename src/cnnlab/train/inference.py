@@ -69,7 +69,8 @@ def load_member(path: str | Path, device: torch.device | str = "cpu") -> Member:
     ckpt = load_checkpoint(path)
     run = dict(ckpt.get("run") or {})
     name = registered_model(ckpt, path)
-    model = create_model(name, num_classes=run.get("num_classes"), in_chans=run.get("in_chans"))
+    model = create_model(name, num_classes=run.get("num_classes"), in_chans=run.get("in_chans"),
+                         **run.get("model_kwargs", {}))  # e.g. a fine-tuned transform_input
     model.load_state_dict(ckpt["ema"] if ckpt.get("ema") is not None else ckpt["model"])
     return Member(name, model.to(device).eval(), run, Path(path))
 

@@ -72,6 +72,7 @@ class Recipe:
     warmup_until_error: float = 80.0
     warmup_max_steps: int | None = None
     warmup_models: tuple[str, ...] = ()  # warmup_lr applies only to these models
+    backbone_lr_scale: float = 1.0  # fine-tuning: the backbone's rate relative to the new head's
     # regularisation and loss
     label_smoothing: float = 0.0
     grad_clip: float = 0.0  # max global L2 norm; 0 = off
@@ -354,6 +355,32 @@ _add(Recipe(
     citation="cnnlab: a short one-cycle schedule for CPU demos (Smith & Topin 2018)",
     optimizer="sgd", lr=0.05, momentum=0.9, nesterov=True, weight_decay=5e-4,
     no_decay_1d=True, batch_size=128, epochs=4, schedule="onecycle", onecycle_pct=0.25,
+))
+_add(Recipe(
+    name="finetune",
+    citation="Girshick et al. 2014 (R-CNN), Sec. 2.3; Yosinski et al. 2014; the lectures' "
+    "'repurpose pre-trained models'",
+    # Fine-tune every layer from pretrained weights: R-CNN starts SGD at 1/10 of the
+    # pre-training rate, "which allows fine-tuning to make progress while not clobbering the
+    # initialization"; the new head learns 10x faster (Caffe's fine-tuning example's lr_mult
+    # 10). Yosinski et al. 2014 (Sec. 4.1) find that fine-tuned transferred features beat
+    # training from scratch even on a large target set. Lengths and decay are cnnlab's.
+    optimizer="sgd", lr=0.01, momentum=0.9, weight_decay=1e-4, no_decay_1d=True,
+    backbone_lr_scale=0.1, batch_size=32, epochs=10, schedule="cosine", augment="flip",
+    unstated=("lr", "weight_decay", "batch_size", "epochs", "schedule", "augment"),
+    source="rates relative to ImageNet's 0.1 as R-CNN's are to its pre-training; the rest "
+    "a common short fine-tuning schedule",
+))
+_add(Recipe(
+    name="linear_probe",
+    citation="Kornblith, Shlens, Le 2019 (Do Better ImageNet Models Transfer Better?), Sec. 3",
+    # A linear classifier on the frozen penultimate features of central crops, no
+    # augmentation. The paper fits L2-regularised logistic regression with L-BFGS; SGD on
+    # the head alone reaches the same kind of optimum here, with a small weight decay.
+    optimizer="sgd", lr=0.1, momentum=0.9, weight_decay=1e-4, batch_size=64, epochs=10,
+    schedule="cosine", augment="none",
+    unstated=("optimizer", "lr", "weight_decay", "batch_size", "epochs", "schedule"),
+    source="SGD in place of the paper's L-BFGS",
 ))
 
 RECIPES: Mapping[str, Recipe] = types.MappingProxyType(_R)

@@ -64,6 +64,9 @@ class RunSpec:
     resume: str | None = None  # a checkpoint or the run folder holding it
     overwrite: bool = False  # replace the run that ``out`` already holds
     overrides: Sequence[str] = field(default_factory=tuple)
+    weights: str | None = None  # fine-tune from published weights (cnnlab.train.finetune)
+    freeze: str | None = None
+    linear_probe: bool = False
 
 
 def resolve_device(name: str) -> torch.device:
@@ -303,7 +306,8 @@ def train(spec: RunSpec, console: Console | None = None, **fit_kw: Any) -> FitRe
     else:
         data, root = spec.data, spec.root
     info = model_info(model_name)
-    recipe = resolve_recipe(spec, checkpoint, info.recipe)
+    ft = _finetune(spec, checkpoint)
+    recipe = resolve_recipe(spec, checkpoint, ft.recipe if ft else info.recipe)
     if checkpoint is not None and run_is_complete(checkpoint, recipe):
         done = Path(spec.resume)  # type: ignore[arg-type]
         return FitResult(list(checkpoint["metrics"]), done if done.is_dir() else done.parent,
@@ -322,7 +326,7 @@ def train(spec: RunSpec, console: Console | None = None, **fit_kw: Any) -> FitRe
                     remove_run_files(out)
             return _train(spec, console, fit_kw, checkpoint=checkpoint, model_name=model_name,
                           data=data, root=root, info=info, recipe=recipe, out=out, ctx=ctx,
-                          device=device)
+                          device=device, ft=ft)
     except BaseException:
         # An error before anything was written leaves no empty output folders behind;
         # rmdir removes only empty ones, so a folder holding earlier results is kept.
@@ -338,7 +342,8 @@ def train(spec: RunSpec, console: Console | None = None, **fit_kw: Any) -> FitRe
 
 def _train(spec: RunSpec, console: Console, fit_kw: dict[str, Any], *,
            checkpoint: dict[str, Any] | None, model_name: str, data: str, root: str | None,
-           info: Any, recipe: Recipe, out: Path, ctx: Any, device: torch.device) -> FitResult:
+           info: Any, recipe: Recipe, out: Path, ctx: Any, device: torch.device,
+           ft: Any) -> FitResult:
     from cnnlab.data import ImageTensorDataset, load_dataset
 
     splits = load_dataset(data, root,
@@ -347,7 +352,7 @@ def _train(spec: RunSpec, console: Console, fit_kw: dict[str, Any], *,
     train_ds = splits["train"]
     in_memory = isinstance(train_ds, ImageTensorDataset)
     c, h, w = image_shape(train_ds)
-    crop = None
+    crop = short = None
     if not in_memory:  # folders: bring every image to the model's size in the workers
         crop = recipe.resize or info.input_size[1]
         h = w = crop
@@ -362,7 +367,16 @@ def _train(spec: RunSpec, console: Console, fit_kw: dict[str, Any], *,
     seed_everything(recipe.seed)
     num_classes = (checkpoint or {}).get("run", {}).get("num_classes", len(classes))
     in_chans = (checkpoint or {}).get("run", {}).get("in_chans", c)
-    model = create_model(model_name, num_classes=num_classes, in_chans=in_chans)
+    if ft is None:
+        model = create_model(model_name, num_classes=num_classes, in_chans=in_chans)
+    else:  # pretrained: a new head, and the weights' own sizing and normalisation
+        model, sizing = _finetune_model(ft, model_name, num_classes, checkpoint)
+        mean, std = list(sizing.mean), list(sizing.std)
+        if ctx.is_main:
+            console.print(f"[dim]{ft.describe()}[/]")
+        if not in_memory:
+            crop, short = sizing.crop, sizing.resize
+            h = w = crop
     if ctx.is_main and (num_classes, in_chans) != (info.num_classes, info.input_size[0]):
         console.print(
             f"[dim]{model_name}: built with num_classes={num_classes}, in_chans={in_chans} "
@@ -381,7 +395,7 @@ def _train(spec: RunSpec, console: Console, fit_kw: dict[str, Any], *,
                   rank=ctx.rank, world_size=ctx.world_size)
     model_hw = (h, w)
     if crop is not None:
-        common |= dict(sample_transform=_folder_sizing(crop), num_workers=WORKERS)
+        common |= dict(sample_transform=_folder_sizing(crop, short), num_workers=WORKERS)
     elif recipe.resize:
         common |= dict(resize=(h, w))
     if crop is None and fit_in.size is not None and not recipe.resize:
@@ -408,11 +422,38 @@ def _train(spec: RunSpec, console: Console, fit_kw: dict[str, Any], *,
         "num_classes": num_classes, "in_chans": in_chans, "image_size": [c, h, w],
         "mean": mean, "std": std, "world_size": ctx.world_size, "resize": recipe.resize,
     }
+    if ft is not None:
+        run_info |= {"finetune": ft.to_run(), "model_kwargs": ft.model_kwargs}
     return fit(
         model, recipe, train_loader, out_dir=out, model_name=model_name,
         val_loader=val_loader, test_loader=test_loader, device=device, input_fit=fit_in,
         run_info=run_info, resume=checkpoint, dist_ctx=ctx, console=console, **fit_kw,
     )
+
+
+def _finetune(spec: RunSpec, checkpoint: dict[str, Any] | None) -> Any:
+    """The run's fine-tuning set-up (cnnlab.train.finetune.Finetune), or None."""
+    from cnnlab.train.finetune import Finetune
+
+    saved = (checkpoint or {}).get("run", {}).get("finetune")
+    if saved is not None:
+        return Finetune.from_run(saved)
+    if spec.weights is None:
+        if spec.freeze not in (None, "none") or spec.linear_probe:
+            raise ValueError("--freeze and --linear-probe need pretrained --weights")
+        return None
+    return Finetune(spec.weights, spec.freeze, spec.linear_probe)
+
+
+def _finetune_model(ft: Any, model_name: str, num_classes: int,
+                    checkpoint: dict[str, Any] | None) -> tuple[nn.Module, Any]:
+    """The model with its new head (rebuilt without downloading when resuming)."""
+    model = ft.rebuild(model_name, num_classes) if checkpoint else ft.build(
+        model_name, num_classes)
+    if ft.transforms is None:
+        raise ValueError(f"--weights {ft.weights}: no evaluation transforms are known for "
+                         f"{model_name}'s weights")
+    return model, ft.transforms
 
 
 def _missing_folders(path: Path) -> list[Path]:
