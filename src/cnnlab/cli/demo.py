@@ -13,6 +13,8 @@ import argparse
 
 from rich.console import Console
 
+from cnnlab.cli import add_threads_option, positive
+
 MODEL = "lenet5_modern"
 DATA = "mnist-sample"
 EPOCHS = 6
@@ -21,7 +23,9 @@ EPOCHS = 6
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo", help="the README demo: train LeNet-5 on the bundled MNIST sample")
     p.add_argument("--out", default="runs/demo", help="output folder (default runs/demo)")
-    p.add_argument("--epochs", type=int, default=EPOCHS)
+    p.add_argument("--epochs", type=positive, default=EPOCHS,
+                   help=f"passes over the sample (default {EPOCHS})")
+    add_threads_option(p)
     p.set_defaults(func=run)
 
 

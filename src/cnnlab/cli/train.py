@@ -9,6 +9,7 @@ import os
 from rich.console import Console
 from rich.table import Table
 
+from cnnlab.cli import add_threads_option, positive
 from cnnlab.train.engine import FitResult
 
 
@@ -18,29 +19,35 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data", required=True, help="dataset name, e.g. mnist-sample, cifar10")
     p.add_argument("--root", help="folder holding the dataset's files")
     p.add_argument("--recipe", help="recipe name (default: the model's own)")
-    p.add_argument("--epochs", type=int)
-    p.add_argument("--batch-size", type=int)
+    p.add_argument("--epochs", type=positive, help="passes over the data (default: the recipe's)")
+    p.add_argument("--batch-size", type=positive, help="images per step (default: the recipe's)")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
     p.add_argument("--out", help="output folder (default runs/MODEL-DATA)")
     p.add_argument("--resume", help="checkpoint to continue from")
     p.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE", dest="overrides",
                    help="override recipe fields, e.g. --set lr=0.05 epochs=30")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--skip-corrupt", action="store_true",
+                   help="image folders: leave out images that do not decode (each is named)")
+    add_threads_option(p)
     p.set_defaults(func=run_train)
 
     e = sub.add_parser("eval", help="top-1/top-5 error of checkpoints (averaged as an ensemble)")
-    e.add_argument("checkpoints", nargs="+", metavar="CHECKPOINT")
-    e.add_argument("--data", required=True)
-    e.add_argument("--root")
+    e.add_argument("checkpoints", nargs="+", metavar="CHECKPOINT",
+                   help="checkpoint.pt file(s); several are averaged as an ensemble")
+    e.add_argument("--data", required=True, help="dataset name, e.g. mnist, cifar10")
+    e.add_argument("--root", help="folder holding the dataset's files")
     e.add_argument("--ten-crop", action="store_true", help="average the 10-crop views")
-    e.add_argument("--device", default="auto")
+    e.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
+    add_threads_option(e)
     e.set_defaults(func=run_eval)
 
     q = sub.add_parser("predict", help="class names and probabilities for image files")
-    q.add_argument("checkpoint")
-    q.add_argument("images", nargs="+", metavar="IMAGE")
-    q.add_argument("--topk", type=int, default=5)
-    q.add_argument("--device", default="auto")
+    q.add_argument("checkpoint", help="a checkpoint.pt written by `cnnlab train`")
+    q.add_argument("images", nargs="+", metavar="IMAGE", help="JPEG or PNG files")
+    q.add_argument("--topk", type=positive, default=5, help="classes to list per image (default 5)")
+    q.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
+    add_threads_option(q)
     q.set_defaults(func=run_predict)
 
 
@@ -71,7 +78,8 @@ def run_train(args: argparse.Namespace) -> int:
     console = Console()
     spec = RunSpec(model=args.model, data=args.data, root=args.root, recipe=args.recipe,
                    epochs=args.epochs, batch_size=args.batch_size, device=args.device,
-                   out=args.out, resume=args.resume, overrides=args.overrides)
+                   out=args.out, resume=args.resume, overrides=args.overrides,
+                   skip_corrupt=args.skip_corrupt)
     result = train(spec, console, progress=not args.quiet)
     if int(os.environ.get("RANK", "0")) != 0:  # under torchrun, rank 0 reports
         return 0

@@ -54,6 +54,7 @@ class RunSpec:
     out: str | None = None
     resume: str | None = None
     overrides: Sequence[str] = field(default_factory=tuple)
+    skip_corrupt: bool = False  # image folders: leave out (and name) images that do not decode
 
 
 def resolve_device(name: str) -> torch.device:
@@ -239,7 +240,8 @@ def train(spec: RunSpec, console: Console | None = None, **fit_kw: Any) -> FitRe
             prepare_out_dir(out)
         splits = load_dataset(spec.data, spec.root,
                               **({"val_size": recipe.val_size, "seed": recipe.seed}
-                                 if recipe.val_size else {}))
+                                 if recipe.val_size else {}),
+                              **({"skip_corrupt": True} if spec.skip_corrupt else {}))
         train_ds = splits["train"]
         in_memory = isinstance(train_ds, ImageTensorDataset)
         c, h, w = image_shape(train_ds)
