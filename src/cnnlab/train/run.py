@@ -243,6 +243,10 @@ def train(spec: RunSpec, console: Console | None = None, **fit_kw: Any) -> FitRe
                                  if recipe.val_size else {}),
                               **({"skip_corrupt": True} if spec.skip_corrupt else {}))
         train_ds = splits["train"]
+        for split_name, ds in {id(d): (n, d) for n, d in splits.items()}.values():
+            if ctx.is_main and getattr(ds, "skipped", None):
+                console.print(f"{split_name}: skipped {len(ds.skipped)} undecodable image(s), "
+                              f"e.g. {ds.skipped[0][0]}", markup=False, soft_wrap=True)
         in_memory = isinstance(train_ds, ImageTensorDataset)
         c, h, w = image_shape(train_ds)
         crop = None
