@@ -154,9 +154,7 @@ RULES: Mapping[str, Rule] = types.MappingProxyType({
 def field_problem(name: str, value: Any) -> str | None:
     """Why ``value`` is not valid for recipe field ``name`` (None when it is)."""
     rule = RULES.get(name)
-    if rule is None:
-        return f"{name} has no rule in recipes.RULES (every recipe field needs one)"
-    if rule.allows(value):
+    if rule is None or rule.allows(value):  # a field without a rule: the tests flag it
         return None
     shown = list(value) if isinstance(value, tuple) else value
     return f"{name} must be {rule.describe()}, got {shown!r}"
@@ -539,7 +537,8 @@ def parse_overrides(pairs: Iterable[str]) -> dict[str, Any]:
         try:
             value = _parse_value(hints[key], text.strip(), key)
         except ValueError:
-            raise ValueError(f"--set {pair}: {key} must be {RULES[key].describe()}") from None
+            wanted = RULES[key].describe() if key in RULES else f"a {hints[key]}"
+            raise ValueError(f"--set {pair}: {key} must be {wanted}") from None
         if problem := field_problem(key, value):
             raise ValueError(f"--set {pair}: {problem}")
         out[key] = value
