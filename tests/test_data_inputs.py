@@ -195,3 +195,23 @@ def test_symlink_warning_is_one_cli_line(tmp_path, capsys):
     err = capsys.readouterr().err
     lines = [line for line in err.splitlines() if "evil.png" in line]
     assert len(lines) == 1 and lines[0].startswith("cnnlab: warning:")
+
+
+def test_predict_on_a_bomb_under_twice_the_limit_prints_no_warning_first(tmp_path, capsys):
+    # 10000x10000 = 1e8 pixels: over Pillow's MAX_IMAGE_PIXELS (89,478,485), under twice it,
+    # so Pillow only warns, then the empty pixel data fails; only our line may reach stderr
+    from test_train_cli import _foreign_checkpoint
+
+    def chunk(kind, data):
+        return (struct.pack(">I", len(data)) + kind + data
+                + struct.pack(">I", zlib.crc32(kind + data)))
+
+    bomb = tmp_path / "big.png"
+    bomb.write_bytes(b"\x89PNG\r\n\x1a\n"
+                     + chunk(b"IHDR", struct.pack(">IIBBBBB", 10000, 10000, 8, 0, 0, 0, 0))
+                     + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b""))
+    ckpt = _foreign_checkpoint(tmp_path / "ten.pt", 10)
+    assert main(["predict", ckpt, str(bomb), "--device", "cpu"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("cnnlab: error:"), err
+    assert "big.png" in err and "100000000 pixels" in err

@@ -108,6 +108,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         with warnings.catch_warnings():
             warnings.showwarning = _show_warning
+            # Pillow's decompression-bomb warning is an error here (one line, naming the file
+            # where the caller catches it), never a warning printed before our own error.
+            warnings.filterwarnings("error", message=r"Image size \(\d+ pixels\) exceeds limit")
             args = build_parser().parse_args(argv)
             if getattr(args, "threads", None):
                 import torch
@@ -124,7 +127,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if exc.code == 1 and _stdout_is_devnull():
             return 0
         raise
-    except (CliError, ValueError, OSError) as exc:  # OSError: a path that cannot be used
+    except (CliError, ValueError, OSError, Warning) as exc:  # OSError: an unusable path
         message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         print(f"cnnlab: error: {message}", file=sys.stderr)
         return 2

@@ -167,7 +167,7 @@ def predict_images(path: str | Path, images: Sequence[str | Path], topk: int = 5
                 im = opened.convert("L" if c == 1 else "RGB")
             x = torch.frombuffer(bytearray(im.tobytes()), dtype=torch.uint8)
             x = x.view(im.height, im.width, c).permute(2, 0, 1)[None].contiguous()
-        except (OSError, Image.DecompressionBombError) as exc:
+        except (OSError, Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
             raise ValueError(f"{file}: not a readable image ({exc})") from None
         x = T.center_crop(T.resize(x, min(h, w)), (h, w))
         x = fit_in(T.normalize(x, mean, std).to(device))
