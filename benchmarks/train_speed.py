@@ -13,7 +13,7 @@ on the device and normalises each batch (cnnlab.data.loader.DeviceLoader), sets 
 from ``lr_at(step)``, counts top-1/top-5 and checks the loss for NaN every step.
 
 Command (the recorded figures; the machine should be otherwise idle):
-    PYTHONPATH=src python benchmarks/train_speed.py --mnist-root /work/shared/data/mnist
+    PYTHONPATH=src python benchmarks/train_speed.py --mnist-root ../shared/data/mnist
 Smoke run (tiny sizes, writes nothing):
     PYTHONPATH=src python benchmarks/train_speed.py --smoke
 """
@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import statistics
 import sys
 import tempfile
@@ -43,6 +44,12 @@ from cnnlab.train.run import RunSpec, check_model_data, train  # noqa: E402
 from report import machine, write_section  # noqa: E402
 
 LR = 0.01
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def portable(path: str) -> str:
+    """A data path as docs may show it: relative to the project, never this machine's."""
+    return os.path.relpath(path, ROOT) if os.path.isabs(path) else path
 
 
 def _model(model_name: str, ds: ImageTensorDataset):  # type: ignore[no-untyped-def]
@@ -199,7 +206,7 @@ def main() -> None:
     if args.smoke:
         return
     cmd = "PYTHONPATH=src python benchmarks/train_speed.py" + (
-        f" --mnist-root {args.mnist_root}" if args.mnist_root else "")
+        f" --mnist-root {portable(args.mnist_root)}" if args.mnist_root else "")
     body = [
         "## Training speed: engine vs a minimal hand-written loop",
         "",

@@ -1,9 +1,14 @@
-"""Rewrite README.md's model table from the registry (`cnnlab models --markdown`)."""
+"""Recount the zoo's MACs cache, then rewrite README.md's model table from the registry
+(`cnnlab models --markdown`)."""
 
 import re
 from pathlib import Path
 
+from cnnlab.analysis.zoo import write_macs_cache
 from cnnlab.cli.models import markdown_table
+
+print("MACs cache (src/cnnlab/analysis/zoo_macs.json):",
+      "updated" if write_macs_cache() else "already in sync")
 
 readme = Path(__file__).resolve().parents[1] / "README.md"
 text = readme.read_text()

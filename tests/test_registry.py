@@ -9,7 +9,7 @@ from cnnlab import registry
 
 def test_list_models_is_sorted_and_filters_with_fnmatch():
     names = cnnlab.list_models()
-    assert names == sorted(names) and "alexnet" in names
+    assert names == sorted(names, key=registry.natural_key) and "alexnet" in names
     assert cnnlab.list_models("alex*") == [n for n in names if n.startswith("alex")]
     assert cnnlab.list_models("no-such-*") == []
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 import fnmatch
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -16,6 +17,7 @@ __all__ = [
     "create_model",
     "list_models",
     "model_info",
+    "natural_key",
     "register_model",
 ]
 
@@ -109,17 +111,25 @@ def _ensure_loaded() -> None:
     import cnnlab.models  # noqa: F401
 
 
+def natural_key(name: str) -> list[str | int]:
+    """Sort key that compares digit runs as numbers: resnet18 < resnet34 < resnet101."""
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name)]
+
+
 def list_models(pattern: str = "*") -> list[str]:
-    """Registered model names matching a shell-style pattern, sorted."""
+    """Registered model names matching a shell-style pattern (any case), in natural order."""
     _ensure_loaded()
-    return sorted(n for n in _BUILDERS if fnmatch.fnmatchcase(n, pattern))
+    pattern = pattern.lower()
+    return sorted((n for n in _BUILDERS if fnmatch.fnmatchcase(n, pattern)), key=natural_key)
 
 
 def _lookup(name: str) -> str:
     _ensure_loaded()
     if name in _BUILDERS:
         return name
-    close = difflib.get_close_matches(name, _BUILDERS, n=5, cutoff=0.5)
+    if name.lower() in _BUILDERS:  # names are snake_case; `VGG16` works as in torchvision
+        return name.lower()
+    close = difflib.get_close_matches(name.lower(), _BUILDERS, n=5, cutoff=0.5)
     hint = f"; closest: {', '.join(close)}" if close else "; see `cnnlab models`"
     raise ValueError(f"unknown model {name!r}{hint}")
 
@@ -140,19 +150,26 @@ def create_model(
 ) -> nn.Module:
     """Build a registered model.
 
-    ``num_classes``/``in_chans`` override the paper's defaults; other keywords go to the
-    builder. With ``features_only=True`` the result returns the list of stage feature maps
-    selected by ``out_indices`` (default: every stage in ``feature_info``).
+    ``num_classes``/``in_chans`` override the paper's defaults (``num_classes=0``: no
+    classifier, the model returns its pooled features, as in timm); other keywords go to the
+    builder. Names are matched in any case (``VGG16``). With ``features_only=True`` the
+    result returns the list of stage feature maps selected by ``out_indices`` (default: every
+    stage in ``feature_info``).
     """
-    builder = _BUILDERS[_lookup(name)]
+    name = _lookup(name)
+    builder = _BUILDERS[name]
     if out_indices is not None and not features_only:
         raise ValueError("out_indices only applies with features_only=True")
-    if num_classes is not None:
+    if num_classes is not None and num_classes < 0:
+        raise ValueError(f"{name}: num_classes must be >= 0, got {num_classes}")
+    if num_classes:  # 0 (timm's convention): built as published, then the head is dropped
         kwargs["num_classes"] = num_classes
     if in_chans is not None:
         kwargs["in_chans"] = in_chans
     model = builder(**kwargs)
     model.model_name = name
+    if num_classes == 0:
+        model.reset_classifier(0)
     if features_only:
         from cnnlab.models.base import FeatureExtractor
 

@@ -10,12 +10,14 @@ import io
 import json
 from typing import Any
 
+from rich.console import Console
 from rich.table import Table
 
 from cnnlab.analysis.receptive_field import ReceptiveField
-from cnnlab.analysis.summary import Row, Summary
+from cnnlab.analysis.summary import Row, Summary, tree_rows
 
-__all__ = ["COLUMNS", "COMPACT", "rich_table", "to_csv", "to_dict", "to_json", "to_markdown"]
+__all__ = ["COLUMNS", "COMPACT", "EXTRA", "fitted_table", "fitted_text", "rich_table", "to_csv",
+           "to_dict", "to_json", "to_markdown"]
 
 COLUMNS = (
     "layer", "type", "output shape", "params", "frozen", "MACs", "other ops",
@@ -24,6 +26,11 @@ COLUMNS = (
 # The columns that fit an 80-column terminal (the demo's table), with shorter headers.
 COMPACT = {"layer": "layer", "type": "type", "output shape": "output", "params": "params",
            "MACs": "MACs", "act. values": "values", "RF size": "RF"}
+# Optional columns (``extra``): the input shape, and the kernel and stride of conv/pool layers.
+EXTRA = {"input shape": "input", "kernel": "kernel", "stride": "stride"}
+# Compact columns dropped in this order when a terminal is too narrow (EXTRA ones, asked
+# for, stay).
+DROP_ORDER = ("act. values", "type", "RF size")
 
 
 def _num(v: Any) -> str:
@@ -41,19 +48,37 @@ def _rf_cells(rf: ReceptiveField | None, compact: bool = False) -> tuple[str, st
     return size, _num(rf.jump), _num(rf.start)
 
 
-def _cells(row: Row, compact: bool = False) -> list[str]:
-    """One row's cells in COLUMNS order; ``compact`` shows shapes per image (no batch)."""
-    dims = row.output_shape
+def _shape(dims: tuple[int, ...] | None, compact: bool) -> str:
     if dims is not None and compact:
         dims = dims[1:]
-    shape = "" if dims is None else "x".join(map(str, dims))
+    return "" if dims is None else "x".join(map(str, dims))
+
+
+def _cells(row: Row, compact: bool = False) -> dict[str, str]:
+    """One row's cells by column name (COLUMNS and EXTRA); ``compact`` shows shapes per image
+    (no batch). A module row of the tree view shows no counts: its children carry them."""
     flagged = any("unknown" in n or "no op-count" in n for n in row.notes)
-    flag = " *" if flagged else ""
-    return [
-        row.name + flag, row.type, shape, f"{row.params_trainable:,}", f"{row.params_frozen:,}",
-        f"{row.macs:,}", f"{row.other_ops:,}", f"{row.activation_values:,}",
-        f"{row.activation_bytes:,}", *_rf_cells(row.receptive_field, compact),
-    ]
+    counts = {
+        "params": f"{row.params_trainable:,}", "frozen": f"{row.params_frozen:,}",
+        "MACs": f"{row.macs:,}", "other ops": f"{row.other_ops:,}",
+        "act. values": f"{row.activation_values:,}", "act. bytes": f"{row.activation_bytes:,}",
+    }
+    if row.kind == "module":
+        counts = dict.fromkeys(counts, "")
+    size, jump, start = _rf_cells(row.receptive_field, compact)
+    return {
+        "layer": row.name + (" *" if flagged else ""), "type": row.type,
+        "input shape": _shape(row.input_shape, compact),
+        "kernel": "" if row.kernel_size is None else _num(row.kernel_size),
+        "stride": "" if row.stride is None else _num(_same(row.stride)),
+        "output shape": _shape(row.output_shape, compact), **counts,
+        "RF size": size, "RF jump": jump, "RF start": start,
+    }
+
+
+def _same(v: tuple[int, ...]) -> tuple[int, ...] | int:
+    """A stride (s, s) reads as s; (2, 1) stays 2x1."""
+    return v[0] if len(set(v)) == 1 else v
 
 
 def _totals(summary: Summary) -> dict[str, Any]:
@@ -96,27 +121,110 @@ def _footer(summary: Summary) -> list[str]:
     return lines
 
 
-def rich_table(summary: Summary, compact: bool = False) -> Table:
+def _tree_label(rows: list[tuple[int, Row]], i: int) -> str:
+    """The last part of a row's path, behind tree guides: ├─ for a sibling follows, └─ else."""
+    level, row = rows[i]
+    if level == 0:
+        return row.name
+    last = row.name.split(" ")[0].split(".")[-1] + row.name[len(row.name.split(" ")[0]):]
+    guides = ""
+    for depth in range(1, level + 1):  # does a later row continue the branch at this depth?
+        later = next((lv for lv, _ in rows[i + 1:] if lv <= depth), 0)
+        if depth == level:
+            guides += "├─ " if later == depth else "└─ "
+        else:
+            guides += "│  " if later == depth else "   "
+    return guides + last
+
+
+def rich_table(
+    summary: Summary,
+    compact: bool = False,
+    *,
+    extra: tuple[str, ...] = (),
+    tree: bool = False,
+    drop: tuple[str, ...] = (),
+    slim: bool = False,
+    fold: bool = False,
+) -> Table:
     """All columns and the conventions, or with ``compact`` only COMPACT (shapes per image)
-    and the totals."""
+    and the totals. ``extra`` adds EXTRA columns, ``tree`` shows the modules as a tree (to
+    ``summary.depth``), ``drop`` leaves columns out; ``slim`` leaves out the outer frame,
+    ``fold`` lets a long layer name wrap inside its cell rather than widen the table."""
     c, h, w = summary.input_size
-    columns = tuple(COMPACT.values()) if compact else COLUMNS
-    keep = [COLUMNS.index(name) for name in (COMPACT if compact else COLUMNS)]
+    names = [n for n in (COMPACT if compact else COLUMNS) if n not in drop]
+    for col in ("kernel", "stride"):
+        if col in extra and col not in drop:
+            names.insert(names.index("output shape"), col)
+    if "input shape" in extra and "input shape" not in drop:
+        names.insert(names.index("output shape"), "input shape")
+    header = {**COMPACT, **EXTRA} if compact else {}
     footer = _footer(summary)
     table = Table(
-        *columns,
         title=f"{summary.model} @ {c}x{h}x{w}, batch {summary.batch_size}, {summary.dtype}",
         caption="\n".join(footer[:3] if compact else footer),
         caption_justify="left",
+        show_edge=not slim,
+        pad_edge=not slim,
     )
-    for col in table.columns[3:]:
-        col.justify = "right"
-    for col in table.columns:  # narrow terminals squeeze headers, never a cell
-        col.no_wrap = True
-    for row in summary.rows:
+    first_number = next(i for i, n in enumerate(names) if n == "params")
+    for i, name in enumerate(names):
+        # narrow terminals squeeze headers, never a cell (but a folded name wraps whole)
+        table.add_column(header.get(name, name), justify="right" if i >= first_number else "left",
+                         no_wrap=not (fold and name == "layer"),
+                         overflow="fold" if name == "layer" else "ellipsis")
+    rows = tree_rows(summary) if tree else [(0, r) for r in summary.rows]
+    for i, (_, row) in enumerate(rows):
         cells = _cells(row, compact)
-        table.add_row(*(cells[i] for i in keep))
+        if tree:
+            cells["layer"] = _tree_label(rows, i)
+        table.add_row(*(cells[n] for n in names))
     return table
+
+
+def natural_width(table: Table) -> int:
+    """The width a table takes with room to spare."""
+    return Console(width=100_000, file=io.StringIO()).measure(table).maximum
+
+
+def fitted_table(
+    summary: Summary,
+    width: int | None,
+    *,
+    wide: bool = False,
+    extra: tuple[str, ...] = (),
+    tree: bool = False,
+) -> Table:
+    """The table for a terminal ``width`` columns wide (None: no limit). Compact, it leaves
+    out columns in DROP_ORDER until it fits, then its outer frame, then wraps long layer names
+    inside their cells; no cell is ever cut. ``wide`` keeps every column (a terminal wraps
+    the long lines)."""
+    if wide or width is None:
+        return rich_table(summary, compact=not wide, extra=extra, tree=tree)
+    dropped: tuple[str, ...] = ()
+    for name in (None, *DROP_ORDER):
+        dropped += (name,) if name else ()
+        table = rich_table(summary, compact=True, extra=extra, tree=tree, drop=dropped)
+        if natural_width(table) <= width:
+            break
+    else:
+        table = rich_table(summary, compact=True, extra=extra, tree=tree, drop=dropped,
+                           slim=True)
+        if natural_width(table) > width:
+            table = rich_table(summary, compact=True, extra=extra, tree=tree, drop=dropped,
+                               slim=True, fold=True)
+    if dropped:
+        left_out = ", ".join(COMPACT[name] for name in dropped)
+        table.caption = f"{table.caption}\nleft out to fit {width} columns: {left_out} (--wide)"
+    return table
+
+
+def fitted_text(summary: Summary, width: int | None = None, **options: Any) -> str:
+    """``fitted_table`` as plain text (``print(summary)`` shows this)."""
+    table = fitted_table(summary, width, **options)
+    buf = io.StringIO()
+    Console(file=buf, width=width or natural_width(table)).print(table)
+    return buf.getvalue()
 
 
 def to_dict(summary: Summary) -> dict[str, Any]:
@@ -124,6 +232,9 @@ def to_dict(summary: Summary) -> dict[str, Any]:
         rf = row.receptive_field
         return {
             "name": row.name, "type": row.type, "kind": row.kind,
+            "input_shape": None if row.input_shape is None else list(row.input_shape),
+            "kernel_size": None if row.kernel_size is None else list(row.kernel_size),
+            "stride": None if row.stride is None else list(row.stride),
             "output_shape": None if row.output_shape is None else list(row.output_shape),
             "params_trainable": row.params_trainable, "params_frozen": row.params_frozen,
             "macs": row.macs, "flops": row.flops, "other_ops": row.other_ops,
@@ -158,7 +269,9 @@ def to_csv(summary: Summary) -> str:
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(COLUMNS)
     for row in summary.rows:
-        writer.writerow(c.replace(",", "") if i >= 3 else c for i, c in enumerate(_cells(row)))
+        cells = _cells(row)
+        writer.writerow(cells[c].replace(",", "") if i >= 3 else cells[c]
+                        for i, c in enumerate(COLUMNS))
     return buf.getvalue()
 
 
@@ -170,6 +283,6 @@ def to_markdown(summary: Summary) -> str:
         "| " + " | ".join(COLUMNS) + " |",
         "|" + "---|" * 3 + "---:|" * (len(COLUMNS) - 3),
     ]
-    lines += ["| " + " | ".join(_cells(r)) + " |" for r in summary.rows]
+    lines += ["| " + " | ".join(_cells(r)[c] for c in COLUMNS) + " |" for r in summary.rows]
     lines += [""] + [f"- {line}" for line in _footer(summary)]
     return "\n".join(lines) + "\n"

@@ -19,6 +19,7 @@ shapes include the batch. An op with no counting or receptive-field rule is list
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,7 +30,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from cnnlab.analysis import ops as op_rules
 from cnnlab.analysis.receptive_field import NoRule, ReceptiveField, TensorRF, input_rf, propagate
 
-__all__ = ["CONVENTIONS", "OPTIMIZER_STATES", "Row", "Summary", "summarize"]
+__all__ = ["CONVENTIONS", "OPTIMIZER_STATES", "Row", "Summary", "summarize", "tree_rows"]
 
 CONVENTIONS = (
     "Per image. MACs: multiply-accumulates of conv/linear/matmul ops as "
@@ -61,8 +62,11 @@ class Row:
 
     name: str
     type: str
-    kind: str  # "input" | "layer" | "op" | "block" | "params" | "unused"
+    kind: str  # "input" | "layer" | "op" | "block" | "params" | "unused" | "module"
     output_shape: tuple[int, ...] | None = None
+    input_shape: tuple[int, ...] | None = None  # of the first tensor the layer takes
+    kernel_size: tuple[int, ...] | None = None  # conv and pooling layers
+    stride: tuple[int, ...] | None = None
     params_trainable: int = 0
     params_frozen: int = 0
     flops: int = 0  # per image, 2 x MACs
@@ -81,9 +85,10 @@ class Row:
         return self.flops // 2
 
 
-@dataclass
+@dataclass(repr=False)
 class Summary:
-    """The analyser's result: rows plus totals. Render it with :mod:`cnnlab.analysis.render`."""
+    """The analyser's result: rows plus totals. Render it with :mod:`cnnlab.analysis.render`;
+    ``print(summary)`` shows the table that fits the terminal."""
 
     model: str
     input_size: tuple[int, int, int]
@@ -97,6 +102,16 @@ class Summary:
     unaccounted: list[str]
     depth: int | None = None
     conventions: str = CONVENTIONS
+    module_types: dict[str, str] = field(default_factory=dict)  # qualified name -> class name
+
+    def __str__(self) -> str:
+        import shutil
+
+        from cnnlab.analysis.render import fitted_text
+
+        return fitted_text(self, shutil.get_terminal_size().columns)
+
+    __repr__ = __str__
 
     @property
     def total_params(self) -> int:
@@ -246,6 +261,8 @@ class _Tracer(TorchDispatchMode):
                 return out  # reshapes and parameter-only ops are not rows of their own
             row = self.op_row(func)
             row.output_shape = tuple(outs[0].shape) if outs else None
+            first = next((a for a in _flatten(args) if isinstance(a, torch.Tensor)), None)
+            row.input_shape = None if first is None else tuple(first.shape)
         row.flops += flops // self.batch
         if other is None:
             row.notes.append(f"no op-count rule for {func}")
@@ -381,15 +398,51 @@ def _flatten(items: Any) -> list[Any]:
     return flat
 
 
-def _check_request(input_size: Any, batch_size: int) -> tuple[int, int, int]:
+def _check_request(input_size: Any, batch_size: int | None) -> tuple[int, int, int, int]:
+    """(batch, C, H, W) from a (C, H, W) or batch-first (N, C, H, W) size."""
     size = tuple(input_size)
-    if len(size) != 3 or not all(isinstance(v, int) for v in size):
-        raise ValueError(f"input_size must be (C, H, W) integers, got {input_size!r}")
+    if len(size) not in (3, 4) or not all(isinstance(v, int) for v in size):
+        raise ValueError(f"input_size must be (C, H, W) or (N, C, H, W) integers, "
+                         f"got {input_size!r}")
     if min(size) < 1:
         raise ValueError(f"input_size must be positive, got {'x'.join(map(str, size))}")
+    if len(size) == 4:
+        if batch_size is not None and batch_size != size[0]:
+            raise ValueError(f"input_size {size} is batch-first with batch {size[0]}, "
+                             f"but batch_size is {batch_size}; give one of them")
+        batch_size, size = size[0], size[1:]
+    batch_size = 1 if batch_size is None else batch_size
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    return size  # type: ignore[return-value]
+    return (batch_size, *size)  # type: ignore[return-value]
+
+
+def _first_shape(args: Any) -> tuple[int, ...] | None:
+    first = next((a for a in _flatten(list(args)) if isinstance(a, torch.Tensor)), None)
+    return None if first is None else tuple(first.shape)
+
+
+def _pair(module: nn.Module, attr: str) -> tuple[int, ...] | None:
+    """A conv's or pool's kernel_size/stride as a tuple (pools store a bare int; a max pool's
+    stride defaults to its kernel size)."""
+    value = getattr(module, attr, None)
+    if isinstance(value, int):
+        value = (value, value)
+    if not isinstance(value, tuple) or not all(isinstance(v, int) for v in value):
+        return None
+    return value
+
+
+def _default_input(model: nn.Module) -> tuple[int, int, int]:
+    """A model's own input size: its registry entry's (channels as built), else an error."""
+    from cnnlab.registry import list_models, model_info
+
+    name = getattr(model, "model_name", None)
+    if name not in list_models():
+        raise ValueError(f"{name or type(model).__name__} is not a registered model: "
+                         f"give input_size, e.g. (3, 224, 224)")
+    _, h, w = model_info(name).input_size
+    return getattr(model, "in_chans", model_info(name).input_size[0]), h, w
 
 
 def _meta_state(model: nn.Module, dtype: torch.dtype) -> dict[str, torch.Tensor]:
@@ -430,18 +483,20 @@ class _Run(nn.Module):
 
 def summarize(
     model_or_name: nn.Module | str,
-    input_size: tuple[int, int, int] = (3, 224, 224),
-    batch_size: int = 1,
+    input_size: tuple[int, ...] | None = None,
+    batch_size: int | None = None,
     dtype: torch.dtype = torch.float32,
     depth: int | None = None,
 ) -> Summary:
     """Analyse a registered model (by name) or any ``nn.Module`` at ``input_size``.
 
+    ``input_size`` is (C, H, W), or batch-first (N, C, H, W) as torchinfo takes it; by
+    default a registered model's own (``model_info(name).input_size``; a module from
+    ``create_model`` keeps the channels it was built with). ``batch_size`` defaults to 1.
     Nothing is computed and no activation memory is allocated: the forward runs on meta
     tensors. A user model's own tensors are not touched (meta copies stand in for them).
     ``depth`` groups the rows by module path (``depth=1``: ``features``, ``classifier``).
     """
-    c, h, w = _check_request(input_size, batch_size)
     if depth is not None and depth < 1:
         raise ValueError(f"depth must be >= 1, got {depth}")
     if isinstance(model_or_name, str):
@@ -449,10 +504,12 @@ def summarize(
 
         with torch.device("meta"):
             model = create_model(model_or_name)
-        name = model_or_name
     else:
         model = model_or_name
-        name = getattr(model, "model_name", type(model).__name__)
+    name = getattr(model, "model_name", type(model).__name__)
+    if input_size is None:
+        input_size = _default_input(model)
+    batch_size, c, h, w = _check_request(input_size, batch_size)
 
     tracer = _Tracer(batch_size, (h, w))
     try:
@@ -487,7 +544,7 @@ def summarize(
                 row.params_frozen += numel
 
     def pre_hook(mod_name: str):  # type: ignore[no-untyped-def]
-        def hook(module: nn.Module, _args: Any) -> None:
+        def hook(module: nn.Module, args: Any) -> None:
             own = [p for p in own_params[mod_name] if p[0] not in counted]
             is_leaf = next(module.children(), None) is None
             row = None
@@ -495,7 +552,9 @@ def summarize(
                 n = called[id(module)] = called.get(id(module), 0) + 1
                 label = mod_name if n == 1 else f"{mod_name} (call {n})"
                 row = tracer.add_row(
-                    Row(label, type(module).__name__, "layer" if is_leaf else "params"))
+                    Row(label, type(module).__name__, "layer" if is_leaf else "params",
+                        input_shape=_first_shape(args), kernel_size=_pair(module, "kernel_size"),
+                        stride=_pair(module, "stride")))
                 count(row, own)
             tracer.stack.append(_Frame(mod_name, row if is_leaf else None))
 
@@ -564,9 +623,10 @@ def summarize(
         rows=layers, layers=layers, receptive_field=features_rf,
         module_outputs=module_outputs, stages=stages,
         unaccounted=tracer.unaccounted, depth=depth,
+        module_types={n: type(m).__name__ for n, m in names.items()},
     )
     if depth is not None:
-        summary.rows = group_rows(summary, depth, {n: type(m).__name__ for n, m in names.items()})
+        summary.rows = group_rows(summary, depth, summary.module_types)
     return summary
 
 
@@ -584,16 +644,55 @@ def group_rows(summary: Summary, depth: int, types: dict[str, str]) -> list[Row]
         if block is None:
             block = by_name[key] = Row(key, types.get(key, "?"), "block")
             grouped.append(block)
-        block.params_trainable += row.params_trainable
-        block.params_frozen += row.params_frozen
-        block.flops += row.flops
-        block.other_ops += row.other_ops
-        block.activation_values += row.activation_values
-        block.activation_bytes += row.activation_bytes
-        block.notes += [n for n in row.notes if n not in block.notes and "in-place" not in n]
-        shape_rf = summary.module_outputs.get(key)
-        if shape_rf is not None:
-            block.output_shape, block.receptive_field = shape_rf
-        elif row.output_shape is not None:
-            block.output_shape, block.receptive_field = row.output_shape, row.receptive_field
+        _add_to_block(block, row, summary.module_outputs.get(key))
     return grouped
+
+
+def _add_to_block(block: Row, row: Row, shape_rf: Any) -> None:
+    if block.input_shape is None:
+        block.input_shape = row.input_shape
+    block.params_trainable += row.params_trainable
+    block.params_frozen += row.params_frozen
+    block.flops += row.flops
+    block.other_ops += row.other_ops
+    block.activation_values += row.activation_values
+    block.activation_bytes += row.activation_bytes
+    block.notes += [n for n in row.notes if n not in block.notes and "in-place" not in n]
+    if shape_rf is not None:
+        block.output_shape, block.receptive_field = shape_rf
+    elif row.output_shape is not None:
+        block.output_shape, block.receptive_field = row.output_shape, row.receptive_field
+
+
+def tree_rows(summary: Summary) -> list[tuple[int, Row]]:
+    """The rows as a tree of modules, as (level, row) in order of first use.
+
+    A module shallower than ``summary.depth`` with children is a ``"module"`` row with no
+    counts of its own (its children carry them, so every column still adds up); at
+    ``depth`` a module is one block row with its subtree's sums; leaves are themselves.
+    """
+    out: list[tuple[int, Row]] = []
+    nodes: dict[str, Row] = {}
+    for row in summary.layers:
+        path = row.name.split(" ")[0]
+        parts = [row.name] if row.kind == "input" else path.split(".")
+        limit = len(parts) if summary.depth is None else min(len(parts), summary.depth)
+        for level in range(1, limit):  # the enclosing modules, once each
+            key = ".".join(parts[:level])
+            if key not in nodes:
+                shape = summary.module_outputs.get(key, (None, None))
+                nodes[key] = Row(key, summary.module_types.get(key, "?"), "module",
+                                 output_shape=shape[0], receptive_field=shape[1])
+                out.append((level - 1, nodes[key]))
+        if limit == len(parts):  # a copy: a deeper row may later add to it
+            leaf = dataclasses.replace(row, notes=list(row.notes))
+            nodes.setdefault(path, leaf)
+            out.append((limit - 1, leaf))
+            continue
+        key = ".".join(parts[:limit])
+        block = nodes.get(key)
+        if block is None:
+            block = nodes[key] = Row(key, summary.module_types.get(key, "?"), "block")
+            out.append((limit - 1, block))
+        _add_to_block(block, row, summary.module_outputs.get(key))
+    return out

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import re
+import shutil
+import sys
 from pathlib import Path
 
 import torch
@@ -39,6 +41,9 @@ def input_size(text: str) -> tuple[int, int, int]:
     return values[0], values[1], values[2]
 
 
+nonnegative = at_least(0)
+
+
 def png_path(text: str) -> Path:
     """A PNG file to write: ends in .png, in a folder that exists (checked before the work)."""
     path = Path(text)
@@ -64,6 +69,16 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="element type for the memory columns (default fp32)")
     p.add_argument("--format", choices=("table", "json", "csv", "markdown"), default="table",
                    help="output format (default table)")
+    p.add_argument("--wide", action="store_true",
+                   help="every column (default: a compact table that fits the terminal)")
+    p.add_argument("--input-shape", action="store_true", help="add each layer's input shape")
+    p.add_argument("--kernel", action="store_true", help="add conv/pool kernel and stride")
+    p.add_argument("--tree", action="store_true",
+                   help="show the modules as a tree, to --depth levels (default: all)")
+    p.add_argument("--in-chans", type=positive, default=None,
+                   help="summarise a variant with this many input channels")
+    p.add_argument("--num-classes", type=nonnegative, default=None,
+                   help="summarise a variant with this many classes (0: pooled features)")
     add_threads_option(p)
     p.set_defaults(func=run_summary)
 
@@ -142,8 +157,11 @@ def _default_input(name: str, given: tuple[int, int, int] | None) -> tuple[int, 
 
 
 def run_summary(args: argparse.Namespace) -> int:
-    summary = summarize(args.model, _default_input(args.model, args.input), args.batch,
-                        DTYPES[args.dtype], args.depth)
+    from cnnlab.registry import create_model
+
+    with torch.device("meta"):
+        model = create_model(args.model, in_chans=args.in_chans, num_classes=args.num_classes)
+    summary = summarize(model, args.input, args.batch, DTYPES[args.dtype], args.depth)
     if args.format == "json":
         print(render.to_json(summary))
     elif args.format == "csv":
@@ -151,7 +169,13 @@ def run_summary(args: argparse.Namespace) -> int:
     elif args.format == "markdown":
         print(render.to_markdown(summary), end="")
     else:
-        Console(width=200).print(render.rich_table(summary))
+        # A terminal gets a table that fits it; a pipe gets every cell at its natural width.
+        width = shutil.get_terminal_size().columns if sys.stdout.isatty() else None
+        extra = tuple(name for name, on in (("input shape", args.input_shape),
+                                            ("kernel", args.kernel), ("stride", args.kernel))
+                      if on)
+        table = render.fitted_table(summary, width, wide=args.wide, extra=extra, tree=args.tree)
+        Console(width=max(width or 0, render.natural_width(table))).print(table)
     return 0
 
 

@@ -27,6 +27,8 @@ class AlexNet(Classifier):
     layers, 0 elsewhere.
     """
 
+    classifier_path = "classifier.6"  # the last layer: features -> class scores
+
     min_input_size = (63, 63)
 
     def __init__(self, num_classes: int = 1000, in_chans: int = 3, dropout: float = 0.5) -> None:
@@ -120,6 +122,8 @@ class AlexNet2012(Classifier):
 
     ``lrn=False`` drops the normalisation, ``towers=1`` makes every layer dense.
     """
+
+    classifier_path = "classifier.fc8"  # the last layer: features -> class scores
 
     fixed_input_size = (227, 227)  # fc6 takes exactly pool5's 256x6x6
 

@@ -182,6 +182,8 @@ class DenseNet(Classifier):
     after four blocks), so its ImageNet state_dicts load unchanged.
     """
 
+    classifier_path = "classifier"  # the last layer: features -> class scores
+
     def __init__(
         self,
         cfg: DenseNetConfig,

@@ -111,6 +111,8 @@ class DPN(Classifier):
     """``features``: conv1 (+BN-ReLU, 3x3/2 max pool), conv2..conv5 dual path stages, and a
     final BN-ReLU on the concatenated paths; then global average pooling and FC (Table 1)."""
 
+    classifier_path = "classifier"  # the last layer: features -> class scores
+
     def __init__(self, cfg: DPNConfig, *, num_classes: int = 1000, in_chans: int = 3) -> None:
         super().__init__()
         self.in_chans = in_chans

@@ -152,6 +152,8 @@ class EfficientNet(Classifier):
     """``features``: stem (3x3/2, SiLU), seven MBConv stages, 1x1 conv to 4x the last width
     (1280 for B0); then GAP, dropout, FC (Table 1's stage 9)."""
 
+    classifier_path = "classifier.1"  # the last layer: features -> class scores
+
     def __init__(
         self, scaling: ScalingConfig, *, rows: tuple[MBConvRow, ...] = B0_ROWS,
         num_classes: int = 1000, in_chans: int = 3, dropout: float | None = None,

@@ -205,6 +205,8 @@ class GoogLeNet(Classifier):
     torchvision, and plain logits in eval mode.
     """
 
+    aux_classifier_paths = ("aux1.fc2", "aux2.fc2")  # reset with the classifier (when built)
+
     def __init__(
         self,
         num_classes: int = 1000,

@@ -210,6 +210,8 @@ class Inception3(Classifier):
     (``min_train_input_size``). Eval mode returns logits from 75x75 up.
     """
 
+    aux_classifier_paths = ("AuxLogits.fc",)  # reset with the classifier (when built)
+
     min_input_size = (75, 75)
 
     def __init__(

@@ -188,6 +188,14 @@ class EuclideanRBF(nn.Module):
         return f"{features} -> {classes}, fixed prototypes"
 
 
+def _check_digit_classes(num_classes: int) -> None:
+    if not 1 <= num_classes <= len(DIGIT_BITMAPS):
+        raise ValueError(
+            f"lenet5: its RBF prototypes are the 10 digit bitmaps, so num_classes must be "
+            f"1..10, got {num_classes} (lenet5_modern has a linear output for any count)"
+        )
+
+
 class LeNet5(Classifier):
     """LeNet-5 as in LeCun et al. 1998, Section II.B and Fig. 2.
 
@@ -204,15 +212,13 @@ class LeNet5(Classifier):
     unit the connection belongs to.
     """
 
+    classifier_path = "output"  # the last layer: features -> class scores
+
     fixed_input_size = (32, 32)
 
     def __init__(self, num_classes: int = 10, in_chans: int = 1) -> None:
         super().__init__()
-        if not 1 <= num_classes <= len(DIGIT_BITMAPS):
-            raise ValueError(
-                f"lenet5: its RBF prototypes are the 10 digit bitmaps, so num_classes must be "
-                f"1..10, got {num_classes} (lenet5_modern has a linear output for any count)"
-            )
+        _check_digit_classes(num_classes)
         self.in_chans = in_chans
         self.features = nn.Sequential(OrderedDict(
             c1=nn.Conv2d(in_chans, 6, kernel_size=5),
@@ -258,8 +264,22 @@ class LeNet5(Classifier):
                     nn.init.uniform_(p, -2.4 / fan_in, 2.4 / fan_in)
 
     def forward_head(self, x: torch.Tensor) -> torch.Tensor:
-        distances = self.output(self.f6_act(self.f6(torch.flatten(x, 1))))
-        return -distances
+        features = self.f6_act(self.f6(torch.flatten(x, 1)))
+        if isinstance(self.output, nn.Identity):  # num_classes=0: F6's 84 features
+            return features
+        return -self.output(features)
+
+    def reset_classifier(self, num_classes: int) -> None:
+        """The RBF output keeps its fixed digit prototypes: ``num_classes`` of the ten (or 0,
+        for F6's features)."""
+        if num_classes == 0:
+            self.output = nn.Identity()
+            return
+        _check_digit_classes(num_classes)
+        self.output = EuclideanRBF(digit_prototypes()[:num_classes]).to(self.f6.weight.device)
+
+    def num_pooled_features(self) -> int:
+        return self.f6.out_features
 
 
 def map_criterion(logits: torch.Tensor, targets: torch.Tensor, j: float = 10.0) -> torch.Tensor:
@@ -288,6 +308,8 @@ class LeNetModern(Classifier):
     conv1 pads by 2 so raw 28x28 MNIST gives C1's 28x28 maps (as the paper's 32x32 did).
     PyTorch's default (Kaiming-uniform) init.
     """
+
+    classifier_path = "classifier.4"  # the last layer: features -> class scores
 
     fixed_input_size = (28, 28)
 
@@ -324,6 +346,8 @@ class LeNetLecture(Classifier):
 
     Maps: 20x28x28, 20x14x14, 50x14x14, 50x7x7. PyTorch's default init.
     """
+
+    classifier_path = "classifier.2"  # the last layer: features -> class scores
 
     fixed_input_size = (28, 28)
 

@@ -111,6 +111,8 @@ class MobileNetV1(Classifier):
     the counts are the paper's; it only matters for other alphas.
     """
 
+    classifier_path = "classifier.1"  # the last layer: features -> class scores
+
     def __init__(
         self, *, num_classes: int = 1000, in_chans: int = 3, width_mult: float = 1.0,
         dropout: float = 0.0,
@@ -206,6 +208,8 @@ class MobileNetV2(Classifier):
     conv, which is only ever widened (Sec. 6.1: "for multipliers less than one ... we keep
     the last convolutional layer").
     """
+
+    classifier_path = "classifier.1"  # the last layer: features -> class scores
 
     def __init__(
         self, *, num_classes: int = 1000, in_chans: int = 3, width_mult: float = 1.0,
@@ -346,6 +350,8 @@ class V3Block(nn.Module):
 class MobileNetV3(Classifier):
     """MobileNet V3: h-swish stem, the searched bneck rows, 1x1 conv to 6x the last width,
     GAP, FC-hswish (1280 or 1024, without BN: Sec. 5.1 "efficient last stage"), dropout, FC."""
+
+    classifier_path = "classifier.3"  # the last layer: features -> class scores
 
     def __init__(
         self, rows: tuple[V3Row, ...], last_channel: int, *, num_classes: int = 1000,

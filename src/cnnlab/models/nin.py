@@ -102,6 +102,7 @@ class NiN(Classifier):
             self.feature_info.append(
                 {"channels": channels, "reduction": reduction, "module": f"features.{name}"})
         self.features = nn.Sequential(stages)
+        self.classifier_path = f"features.block{len(blocks)}.cccp2"  # one map per class
         self.global_pool = nn.AdaptiveAvgPool2d(1)
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
@@ -111,6 +112,11 @@ class NiN(Classifier):
 
     def forward_head(self, x: torch.Tensor) -> torch.Tensor:
         return torch.flatten(self.global_pool(x), 1)
+
+    def reset_classifier(self, num_classes: int) -> None:
+        super().reset_classifier(num_classes)
+        # the per-class maps are the last stage's output
+        self.feature_info[-1]["channels"] = num_classes or self.num_pooled_features()
 
 
 @register_model(

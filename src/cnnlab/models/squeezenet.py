@@ -86,6 +86,8 @@ class SqueezeNet(Classifier):
     Caffe files use Xavier and a Gaussian conv10).
     """
 
+    classifier_path = "classifier.1"  # the last layer: features -> class scores
+
     def __init__(
         self,
         version: str = "1_0",

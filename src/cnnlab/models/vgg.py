@@ -75,6 +75,8 @@ class VGG(Classifier):
     depth from scratch; ``init="glorot"`` gives the paper's alternative.
     """
 
+    classifier_path = "classifier.6"  # the last layer: features -> class scores
+
     min_input_size = (32, 32)
 
     def __init__(

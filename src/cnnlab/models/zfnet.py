@@ -42,6 +42,8 @@ class ZFNet(Classifier):
     ``widths`` sets layers 3-5 (Table 2's variant (b) is 512, 1024, 512: ``zfnet_b``).
     """
 
+    classifier_path = "classifier.fc8"  # the last layer: features -> class scores
+
     fixed_input_size = (224, 224)  # layer 6 takes exactly 256x6x6
 
     def __init__(
