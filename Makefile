@@ -14,7 +14,7 @@ install: $(BIN)/python
 	$(PIP) -e .
 
 install-dev: $(BIN)/python
-	$(PIP) -e ".[dev]"
+	$(PIP) -e ".[dev,deploy]"
 
 demo: install
 	$(BIN)/cnnlab demo
