@@ -82,7 +82,7 @@ def resolve_input_size(
         if input_size is not None and tuple(input_size) != want:
             raise ValueError(
                 f"{_name(model)} takes exactly {'x'.join(map(str, want))} inputs (fixed size), "
-                f"not {'x'.join(map(str, input_size))}; leave input_size out"
+                f"not {'x'.join(map(str, input_size))}; leave the input size out"
             )
         return want  # type: ignore[return-value]
     if input_size is not None:
