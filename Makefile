@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PIP := $(BIN)/pip install -q -c constraints.txt
 
-.PHONY: demo test lint install install-dev
+.PHONY: demo test test-export lint install install-dev
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -23,4 +23,8 @@ lint: install-dev
 	$(BIN)/ruff check .
 
 test: lint
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -m "not export_registry"
+
+# Every registered model exported to ONNX and checked by ONNX Runtime: too long for `make test`.
+test-export: install-dev
+	$(BIN)/python -m pytest -q -m export_registry

@@ -279,6 +279,12 @@ def export(
         check = torch.randn(CHECK_BATCH, *size, dtype=param.dtype, device=param.device)
         with torch.no_grad():
             expected, eager_ms = _timed(lambda: model(check))
+            if not torch.isfinite(expected).all():
+                raise ValueError(
+                    f"{_name(model)}: PyTorch's own output is not finite on a random batch "
+                    "(its weights overflow, e.g. untrained BN statistics), so the export "
+                    "cannot be checked; export trained or BN-calibrated weights"
+                )
             got, runtime_ms = _timed(load(check))
         if format == "safetensors":
             runtime_ms = eager_ms = None
