@@ -183,3 +183,9 @@ def test_optimize_for_inference_keeps_outputs_and_takes_nchw():
     assert out.dtype == torch.bfloat16
     assert (out.float() - want).abs().max() <= 0.1 * want.abs().max()
     assert any(isinstance(m, nn.BatchNorm2d) for m in model.modules())  # original untouched
+
+
+def test_optimize_for_inference_compile_wraps_the_fused_model():
+    compiled = optimize_for_inference(build_on_meta("resnet20").eval(), compile=True)
+    inner = compiled._orig_mod  # torch.compile's wrapper; compilation itself waits for a call
+    assert inner.fusion_report.bn_count == 19 and not inner.fusion_report.left
