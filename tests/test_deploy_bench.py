@@ -23,7 +23,7 @@ OURS = ["p50_ms", "p90_ms", "p99_ms", "peak_mem_mb", "pct_of_peak", "joules_per_
 
 def test_csv_schema_has_timms_columns_first_then_ours(capsys):
     assert main(["bench", "lenet5", "--batch", "1,4", "--iters", "3", "--warmup", "1",
-                 "--csv"]) == 0
+                 "--gemm-size", "256", "--csv"]) == 0
     text = capsys.readouterr().out
     rows = list(csv.DictReader(io.StringIO(text)))
     header = text.splitlines()[0].split(",")
@@ -48,7 +48,7 @@ def test_csv_schema_has_timms_columns_first_then_ours(capsys):
 
 def test_json_schema_and_variant_names(capsys):
     assert main(["bench", "resnet20", "--batch", "2", "--iters", "2", "--warmup", "1",
-                 "--fuse", "--channels-last", "--json"]) == 0
+                 "--fuse", "--channels-last", "--gemm-size", "256", "--json"]) == 0
     data = json.loads(capsys.readouterr().out)
     assert data["meta"]["gemm_peak_gflops"] > 0 and data["meta"]["variant"] == "fused+channels_last"
     (row,) = data["rows"]
@@ -62,7 +62,7 @@ def test_json_schema_and_variant_names(capsys):
 
 
 def test_train_mode_counts_three_forwards():
-    cfg = BenchConfig(batches=(2,), mode="train", iters=2, warmup=1)
+    cfg = BenchConfig(batches=(2,), mode="train", iters=2, warmup=1, gemm_size=256)
     (row,) = bench([cnnlab.create_model("lenet5")], cfg).rows
     assert row.mode == "train"
     assert row.gflops_per_s == pytest.approx(3 * 2 * row.gmacs * 2 / (row.p50_ms / 1e3), rel=2e-2)
@@ -85,7 +85,8 @@ class _RunsOutOfMemory(nn.Module):
 
 
 def test_oom_backs_off_to_the_next_smaller_batch_and_says_so():
-    rows = bench([_RunsOutOfMemory()], BenchConfig(batches=(8, 16), iters=2, warmup=1)).rows
+    cfg = BenchConfig(batches=(8, 16), iters=2, warmup=1, gemm_size=128)
+    rows = bench([_RunsOutOfMemory()], cfg).rows
     assert [r.batch for r in rows] == [2]  # 16 -> 8 -> 4 -> 2
     assert rows[0].note == "batch 4 ran out of memory; backed off to 2"
 
@@ -152,7 +153,7 @@ def test_chart_png_from_bench_rows(tmp_path, quick_macs):
 
 def test_cli_chart_from_an_earlier_csv(tmp_path, capsys, quick_macs):
     assert main(["bench", "lenet5", "--batch", "1,2", "--iters", "2", "--warmup", "1",
-                 "--csv"]) == 0
+                 "--gemm-size", "128", "--csv"]) == 0
     (tmp_path / "b.csv").write_text(capsys.readouterr().out)
     out = tmp_path / "c.svg"
     assert main(["bench", "--from", str(tmp_path / "b.csv"), "--chart", str(out)]) == 0

@@ -43,6 +43,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--mode", choices=("infer", "train"), default="infer")
     p.add_argument("--warmup", type=positive, default=3)
     p.add_argument("--iters", type=positive, default=10)
+    p.add_argument("--gemm-size", type=positive, default=None,
+                   help="n of the n^3 GEMM whose GFLOP/s is the peak (default 1024; 8192 on GPU)")
     fmt = p.add_mutually_exclusive_group()
     fmt.add_argument("--csv", action="store_true", help="print CSV (timm's columns first)")
     fmt.add_argument("--json", action="store_true", help="print JSON (rows and run facts)")
@@ -76,6 +78,7 @@ def run_bench(args: argparse.Namespace) -> int:
         batches=args.batch, input_size=args.input, device=args.device, fuse=args.fuse,
         channels_last=args.channels_last, compile=args.compile, onnxruntime=args.onnxruntime,
         dtype=args.dtype, mode=args.mode, warmup=args.warmup, iters=args.iters,
+        gemm_size=args.gemm_size,
     )
     models = [model_from(spec) for spec in args.models]
     result = bench(models, cfg, log=lambda line: print(line, file=sys.stderr))

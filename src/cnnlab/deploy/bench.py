@@ -64,6 +64,7 @@ class BenchConfig:
     mode: str = "infer"  # "infer" | "train"
     warmup: int = 3
     iters: int = 10
+    gemm_size: int | None = None  # n of the n x n x n GEMM peak (default 1024 CPU, 8192 GPU)
 
     @property
     def variant(self) -> str:
@@ -458,7 +459,7 @@ def bench(models: Sequence[nn.Module], cfg: BenchConfig,
     device = torch.device(cfg.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError("--device cuda asked for, but no CUDA device is available")
-    peak = gemm_peak_gflops(device, DTYPES[cfg.dtype])
+    peak = gemm_peak_gflops(device, DTYPES[cfg.dtype], n=cfg.gemm_size)
     rows = [row for model in models for row in bench_model(model, cfg, peak, log)]
     meta = {
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
