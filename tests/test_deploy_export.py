@@ -42,18 +42,24 @@ def assert_dynamic_batch(path) -> None:
         assert value.type.tensor_type.shape.dim[0].dim_param, f"{value.name}: batch is fixed"
 
 
-def calibrate_bn_if_it_overflows(model: nn.Module, size: tuple[int, int, int]) -> None:
-    """Untrained, a very deep net (resnet1202) overflows to NaN in eval mode, where BN uses
-    its initial statistics; one training-mode pass sets them from a batch, as training would."""
-    x = torch.randn(4, *size)
+def calibrate_bn(model: nn.Module, size: tuple[int, int, int]) -> None:
+    """Set BN statistics from one random batch, as training would have.
+
+    Untrained, BN keeps its initial statistics (mean 0, var 1) in eval mode, so the residual
+    stream of a very deep net grows block after block: resnet1202 overflows to NaN, and
+    se_resnet152's logits reach ~1e3 with intermediate values large enough that two correct
+    float32 runtimes differ by a few percent. No deployed network looks like that. Only the
+    BN layers run in training mode here, so auxiliary heads and dropout stay off.
+    """
+    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if not bns:
+        return
+    for m in bns:
+        m.reset_running_stats()
+        m.momentum = None  # a plain average of the batches seen
+        m.train()
     with torch.no_grad():
-        if torch.isfinite(model(x)).all():
-            return
-        for m in model.modules():
-            if isinstance(m, nn.modules.batchnorm._BatchNorm):
-                m.reset_running_stats()
-                m.momentum = None  # a plain average of the batches seen
-        model.train()(x)
+        model(torch.randn(4, *size))
     model.eval()
 
 
@@ -62,7 +68,7 @@ def calibrate_bn_if_it_overflows(model: nn.Module, size: tuple[int, int, int]) -
 def test_every_model_exports_to_onnx_and_ort_agrees(name, tmp_path):
     model = cnnlab.create_model(name).eval()
     size = export_hw(model, name)
-    calibrate_bn_if_it_overflows(model, size or cnnlab.model_info(name).input_size)
+    calibrate_bn(model, size or cnnlab.model_info(name).input_size)
     result = export(model, tmp_path / f"{name}.onnx", input_size=size)
     assert result.exporter in ("torchscript", "dynamo")
     assert result.relative_diff <= 1e-4 and result.top1_agree
