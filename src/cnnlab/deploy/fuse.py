@@ -22,19 +22,16 @@ import torch.nn as nn
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
+from cnnlab.analysis import summary as summary_module
+
 __all__ = ["FusionReport", "fold_bn_into", "fuse_bn", "optimize_for_inference"]
 
 _BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
 _FOLD_TARGETS = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
 
-# Ops that read only a tensor's shape, never its values: they are not "uses" of an output.
-_METADATA_OPS = {
-    torch.ops.aten.size.default, torch.ops.aten.sym_size.default, torch.ops.aten.stride.default,
-    torch.ops.aten.sym_stride.default, torch.ops.aten.dim.default, torch.ops.aten.numel.default,
-    torch.ops.aten.sym_numel.default, torch.ops.aten.is_contiguous.default,
-    torch.ops.aten.storage_offset.default, torch.ops.prim.layout.default,
-    torch.ops.prim.device.default,
-}
+# Ops that read only a tensor's shape, never its values, are not "uses" of an output: the
+# analyser's list of them.
+_METADATA_OPS = summary_module._METADATA_OPS
 
 # How a BN's input was produced, in words a reader of the report recognises.
 _PRODUCER_WORDS = {
