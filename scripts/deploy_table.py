@@ -9,7 +9,7 @@ minimum for ImageNet nets), so the latencies compare runtimes, not deployments a
 Latency: batch 1, median of 5 runs after one warm-up, one thread each.
 
     PYTHONPATH=src python scripts/deploy_table.py                 # every model
-    PYTHONPATH=src python scripts/deploy_table.py resnet20 lenet5 --no-write   # a few
+    PYTHONPATH=src python scripts/deploy_table.py resnet20 lenet5   # refresh these rows
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ import torch
 
 import cnnlab
 from cnnlab.deploy import export
+from cnnlab.deploy.fuse import calibrate_bn
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "deploy.md"
 START, END = "<!-- deploy-table:start -->", "<!-- deploy-table:end -->"
@@ -54,8 +55,12 @@ def row(name: str, folder: Path) -> str:
     import onnxruntime as ort
 
     model = cnnlab.create_model(name).eval()
+    size = small_size(model, name)
+    # Untrained BN statistics make very deep nets overflow (resnet1202: NaN); set them from a
+    # batch, as training would have.
+    calibrate_bn(model, torch.randn(4, *(size or cnnlab.model_info(name).input_size)))
     try:
-        result = export(model, folder / f"{name}.onnx", input_size=small_size(model, name))
+        result = export(model, folder / f"{name}.onnx", input_size=size)
     except ValueError as exc:
         return f"| {name} | — | failed: {str(exc)[:80]} | | | | |"
     options = ort.SessionOptions()
@@ -104,6 +109,12 @@ def main() -> None:
         print(body)
         return
     text = DOC.read_text()
+    if args.models:  # refresh those rows, keep the others
+        fresh = {line.split("|")[1].strip(): line for line in lines[2:]}
+        old = text.split(START)[1].split(END)[0].strip().splitlines()
+        rows = [fresh.pop(line.split("|")[1].strip(), line) if line.startswith("| ") else line
+                for line in old]
+        body = "\n".join(rows + list(fresh.values()))
     block = f"{START}\n{body}\n{END}"
     DOC.write_text(re.sub(re.escape(START) + ".*?" + re.escape(END), lambda _: block, text,
                           flags=re.S))

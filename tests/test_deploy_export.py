@@ -15,6 +15,7 @@ import cnnlab.deploy.exporter as export_module
 from cnnlab.cli import main
 from cnnlab.deploy import export
 from cnnlab.deploy.exporter import AdaptiveAvgPoolAsMatmul
+from cnnlab.deploy.fuse import calibrate_bn
 
 ort = pytest.importorskip("onnxruntime", reason="pip install 'cnnlab[deploy]'")
 onnx = pytest.importorskip("onnx")
@@ -42,33 +43,15 @@ def assert_dynamic_batch(path) -> None:
         assert value.type.tensor_type.shape.dim[0].dim_param, f"{value.name}: batch is fixed"
 
 
-def calibrate_bn(model: nn.Module, size: tuple[int, int, int]) -> None:
-    """Set BN statistics from one random batch, as training would have.
-
-    Untrained, BN keeps its initial statistics (mean 0, var 1) in eval mode, so the residual
-    stream of a very deep net grows block after block: resnet1202 overflows to NaN, and
-    se_resnet152's logits reach ~1e3 with intermediate values large enough that two correct
-    float32 runtimes differ by a few percent. No deployed network looks like that. Only the
-    BN layers run in training mode here, so auxiliary heads and dropout stay off.
-    """
-    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    if not bns:
-        return
-    for m in bns:
-        m.reset_running_stats()
-        m.momentum = None  # a plain average of the batches seen
-        m.train()
-    with torch.no_grad():
-        model(torch.randn(4, *size))
-    model.eval()
-
-
 @pytest.mark.export_registry
 @pytest.mark.parametrize("name", ALL)
 def test_every_model_exports_to_onnx_and_ort_agrees(name, tmp_path):
     model = cnnlab.create_model(name).eval()
     size = export_hw(model, name)
-    calibrate_bn(model, size or cnnlab.model_info(name).input_size)
+    # BN statistics from a batch first: untrained, BN keeps mean 0 / var 1 and a very deep net's
+    # residual stream grows block after block (resnet1202 reaches NaN; se_resnet152's logits
+    # ~1e3, where two correct float32 runtimes differ by percents). No deployed net looks so.
+    calibrate_bn(model, torch.randn(4, *(size or cnnlab.model_info(name).input_size)))
     result = export(model, tmp_path / f"{name}.onnx", input_size=size)
     assert result.exporter in ("torchscript", "dynamo")
     assert result.relative_diff <= 1e-4 and result.top1_agree
@@ -210,3 +193,22 @@ def test_cli_bad_input_is_one_line(tmp_path, capsys):
     assert main(["export", "lenet5", "--input", "1x64x64", "--out", str(tmp_path / "x")]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "1x32x32" in err
+
+
+def test_docs_table_covers_every_model_within_tolerance():
+    """docs/deploy.md's table (scripts/deploy_table.py) names every registered model, the
+    exporter that wrote it and a difference within the export check's bound."""
+    from pathlib import Path
+
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "deploy.md").read_text()
+    block = doc.split("<!-- deploy-table:start -->")[1].split("<!-- deploy-table:end -->")[0]
+    rows = {}
+    for line in block.splitlines():
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        if len(cells) >= 4 and cells[0] in ALL:
+            rows[cells[0]] = cells
+    assert sorted(rows) == ALL, "rerun: PYTHONPATH=src python scripts/deploy_table.py"
+    for name, cells in rows.items():
+        assert cells[2] in ("torchscript", "dynamo"), (name, cells)
+        relative = float(cells[3].split("(")[1].rstrip(")"))
+        assert relative <= 1e-4, (name, cells)

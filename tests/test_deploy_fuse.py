@@ -10,7 +10,7 @@ import torch.nn as nn
 
 import cnnlab
 from cnnlab.deploy import fuse_bn, optimize_for_inference
-from cnnlab.deploy.fuse import fold_bn_into
+from cnnlab.deploy.fuse import calibrate_bn, fold_bn_into
 
 from zoo_helpers import build_on_meta
 
@@ -189,3 +189,13 @@ def test_optimize_for_inference_compile_wraps_the_fused_model():
     compiled = optimize_for_inference(build_on_meta("resnet20").eval(), compile=True)
     inner = compiled._orig_mod  # torch.compile's wrapper; compilation itself waits for a call
     assert inner.fusion_report.bn_count == 19 and not inner.fusion_report.left
+
+
+def test_calibrate_bn_sets_statistics_from_the_batch():
+    model = nn.Sequential(nn.Conv2d(1, 2, 1), nn.BatchNorm2d(2, momentum=0.3), nn.Dropout(0.9))
+    x = torch.randn(8, 1, 4, 4)
+    calibrate_bn(model, x)
+    y = model[0](x)
+    assert torch.allclose(model[1].running_mean, y.mean((0, 2, 3)), atol=1e-6)
+    assert torch.allclose(model[1].running_var, y.var((0, 2, 3)), atol=1e-5)  # unbiased
+    assert model[1].momentum == 0.3 and model.training  # restored

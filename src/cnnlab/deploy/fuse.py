@@ -24,7 +24,7 @@ from torch.utils._pytree import tree_flatten
 
 from cnnlab.analysis import summary as summary_module
 
-__all__ = ["FusionReport", "fold_bn_into", "fuse_bn", "optimize_for_inference"]
+__all__ = ["FusionReport", "calibrate_bn", "fold_bn_into", "fuse_bn", "optimize_for_inference"]
 
 _BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
 _FOLD_TARGETS = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
@@ -208,6 +208,28 @@ def fuse_bn(
             )
             report.left.append((bn_name, reason))
     return fused, report
+
+
+@torch.no_grad()
+def calibrate_bn(model: nn.Module, batch: torch.Tensor) -> nn.Module:
+    """Set every BN's running statistics from ``batch``, as training would have; in place.
+
+    Untrained, BN keeps its initial statistics (mean 0, var 1) in eval mode, so the residual
+    stream of a very deep net grows block after block (resnet1202 overflows to NaN). Only the
+    BN layers run in training mode here, so auxiliary heads and dropout stay off.
+    """
+    was_training = model.training
+    model.eval()
+    bns = [m for m in model.modules() if isinstance(m, _BATCH_NORMS)]
+    momenta = [m.momentum for m in bns]
+    for m in bns:
+        m.reset_running_stats()
+        m.momentum = None  # a plain average of the batches seen
+        m.train()
+    model(batch)
+    for m, momentum in zip(bns, momenta, strict=True):
+        m.momentum = momentum
+    return model.train(was_training)
 
 
 def _match_input(module: nn.Module, args: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
