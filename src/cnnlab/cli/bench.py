@@ -27,7 +27,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "bench", help="benchmark models: latency, images/s, memory, %% of GEMM peak, energy",
         description="Per model and batch: median/p90/p99 latency, images/s, peak memory, "
-        "MACs, achieved GFLOP/s and %% of a GEMM peak measured in the same run, energy per "
+        "MACs, achieved GFLOP/s and % of a GEMM peak measured in the same run, energy per "
         "image where the hardware exposes it. --chart draws Canziani et al. 2016's Figs. 2, 3, 10.",
     )
     p.add_argument("models", nargs="*", metavar="MODEL", help="registered names or checkpoints")
