@@ -289,8 +289,17 @@ def export(
         if format == "safetensors":
             runtime_ms = eager_ms = None
         result = _compare(target, format, used, size, expected, got, tuple(notes))
+        if not _passes(result) and param.dtype == torch.float32:
+            # Two float32 runtimes each carry their own rounding error; in a deep net their
+            # difference can reach the bound although both are as close to the exact result
+            # as float32 allows. Then the file is judged against PyTorch in float64.
+            exact = _float64_reference(model, check)
+            own = (expected.double() - exact).abs().max().item()
+            result = _compare(target, format, used, size, exact, got, (
+                *notes, f"checked against float64 PyTorch (float32 PyTorch is itself "
+                f"{own / (exact.max() - exact.min()).item():.1e} of the range from it)"))
         result.runtime_ms, result.eager_ms = runtime_ms, eager_ms
-        if not (result.relative_diff <= RTOL and result.top1_agree):
+        if not _passes(result):
             raise ValueError(
                 f"{_name(model)}: the {format} export ({used}) differs from PyTorch: max abs "
                 f"difference {result.max_abs_diff:.3g} = {result.relative_diff:.2g} of the output "
@@ -300,6 +309,15 @@ def export(
     finally:
         tmp.unlink(missing_ok=True)
     return result
+
+
+def _passes(result: ExportResult) -> bool:
+    return result.relative_diff <= RTOL and result.top1_agree
+
+
+@torch.no_grad()
+def _float64_reference(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    return copy.deepcopy(model).double()(x.double())
 
 
 def _compare(target: Path, fmt: str, used: str, size: tuple[int, int, int],
