@@ -21,6 +21,11 @@ ort = pytest.importorskip("onnxruntime", reason="pip install 'cnnlab[deploy]'")
 onnx = pytest.importorskip("onnx")
 
 ALL = cnnlab.list_models()
+# Untrained, BN keeps its initial statistics (mean 0, var 1) in eval mode, so the residual stream
+# of these very deep nets grows block after block: resnet1202 reaches NaN, se_resnet152 logits of
+# ~1e3 where two correct float32 runtimes differ by percents. No deployed net looks like that:
+# their BN statistics are first set from a batch, as training would have.
+OVERFLOW_UNTRAINED = {"resnet1202", "se_resnet152"}
 
 
 def export_hw(model: nn.Module, name: str) -> tuple[int, int, int] | None:
@@ -48,10 +53,8 @@ def assert_dynamic_batch(path) -> None:
 def test_every_model_exports_to_onnx_and_ort_agrees(name, tmp_path):
     model = cnnlab.create_model(name).eval()
     size = export_hw(model, name)
-    # BN statistics from a batch first: untrained, BN keeps mean 0 / var 1 and a very deep net's
-    # residual stream grows block after block (resnet1202 reaches NaN; se_resnet152's logits
-    # ~1e3, where two correct float32 runtimes differ by percents). No deployed net looks so.
-    calibrate_bn(model, torch.randn(4, *(size or cnnlab.model_info(name).input_size)))
+    if name in OVERFLOW_UNTRAINED:
+        calibrate_bn(model, torch.randn(4, *(size or cnnlab.model_info(name).input_size)))
     result = export(model, tmp_path / f"{name}.onnx", input_size=size)
     assert result.exporter in ("torchscript", "dynamo")
     assert result.relative_diff <= 1e-4 and result.top1_agree
