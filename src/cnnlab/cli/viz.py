@@ -50,6 +50,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", default="curves.png", help="PATH[.png]: writes PATH.png, PATH.svg")
     p.set_defaults(func=run_curves)
 
+    p = kinds.add_parser("compare", help="top-1 vs GMACs of the zoo (bubble area = params), "
+                         "with your runs added (Canziani et al. 2016, Fig. 2)")
+    p.add_argument("runs", nargs="*", metavar="RUN_DIR",
+                   help="run folders written by `cnnlab train` to add as points")
+    p.add_argument("--out", default="compare.png", help="PATH[.png]: writes PATH.png, PATH.svg")
+    p.set_defaults(func=run_compare)
+
     add_erf_parser(kinds)
 
 
@@ -128,3 +135,13 @@ def run_curves(args: argparse.Namespace) -> int:
         label = run.rstrip("/").split("/")[-1] or run
         runs[label if label not in runs else run] = curves.load_metrics(run)
     return _save(curves.plot_run_curves(runs, title=args.title), args.out)
+
+
+def run_compare(args: argparse.Namespace) -> int:
+    from cnnlab.viz import compare, figure
+
+    figure.figure_stem(args.out)
+    fig, rows = compare.compare_figure(args.runs)
+    print(f"{sum(r['source'] == 'published' for r in rows)} published models, "
+          f"{sum(r['source'] == 'run' for r in rows)} of your runs")
+    return _save(fig, args.out)

@@ -16,7 +16,6 @@ from __future__ import annotations
 import csv
 import json
 from collections.abc import Sequence
-from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +25,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.axes import Axes  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
+
+from cnnlab.analysis.zoo import computed_macs  # noqa: E402
 
 __all__ = [
     "accuracy_per_param",
@@ -40,12 +41,6 @@ _DATASET_COLOURS = {"imagenet": "tab:blue", "cifar10": "tab:orange", "cifar100":
                     "mnist": "tab:purple"}
 
 
-@cache
-def _analysed_macs(name: str) -> int:
-    from cnnlab.analysis import summarize
-    from cnnlab.registry import model_info
-
-    return summarize(name, model_info(name).input_size).total_macs
 
 
 def published_points() -> list[dict[str, Any]]:
@@ -58,7 +53,7 @@ def published_points() -> list[dict[str, Any]]:
         info = model_info(name)
         if info.top1 is None:
             continue
-        macs = info.macs if info.macs is not None else _analysed_macs(name)
+        macs = info.macs if info.macs is not None else computed_macs(name)
         rows.append({"model": name, "top1": info.top1, "gmacs": macs / 1e9,
                      "params_m": info.params / 1e6, "dataset": info.dataset,
                      "source": "published"})
