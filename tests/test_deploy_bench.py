@@ -108,7 +108,7 @@ def test_bad_options_are_one_line(capsys):
 def quick_macs(monkeypatch):
     """Models without declared MACs get them from the analyser (tested below, on one model);
     for the point counts a stand-in keeps the test fast."""
-    monkeypatch.setattr(charts, "_analysed_macs", lambda name: 10**9)
+    monkeypatch.setattr(charts, "computed_macs", lambda name: 10**9)
 
 
 def test_undeclared_macs_come_from_the_analyser():
@@ -116,7 +116,7 @@ def test_undeclared_macs_come_from_the_analyser():
     # stages 2, 3: a strided 3x3 (16*16*32*16*9, 8*8*64*32*9) + 5 x 2,359,296; fc 64*10.
     stage = 5 * 2_359_296
     macs = 32 * 32 * 16 * 27 + 6 * 2_359_296 + (1_179_648 + stage) * 2 + 640
-    assert charts._analysed_macs("resnet20") == macs == 40_551_040
+    assert charts.computed_macs("resnet20") == macs == 40_551_040
 
 
 def published_with_top1() -> list[str]:
