@@ -1,6 +1,8 @@
 """Two gloo processes on CPU: DDP keeps the ranks' weights identical; only rank 0 writes."""
 
+import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -72,3 +74,55 @@ def test_two_gloo_ranks_train_identically(tmp_path):
     written = sorted(p.name for p in tmp_path.iterdir())
     assert written == ["best.safetensors", "checkpoint.pt", "curves.png", "metrics.csv",
                        "metrics.jsonl", "model.safetensors", "rank0.pt", "rank1.pt"]
+
+
+def _torchrun(args, *, cwd, nproc, timeout=240):
+    """``torchrun --nproc_per_node nproc -m cnnlab ARGS`` with c10d rendezvous on a free
+    127.0.0.1 port; its whole process group is killed if it overruns or the test fails."""
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")}
+    env |= {"PYTHONPATH": str(ROOT / "src"), "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1",
+           "--nproc_per_node", str(nproc), "--rdzv-backend", "c10d",
+           "--rdzv-endpoint", f"127.0.0.1:{_free_port()}", "--max-restarts", "0",
+           "-m", "cnnlab", *args]
+    proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        out, _ = proc.communicate(timeout=timeout)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    return proc.returncode, out
+
+
+@pytest.mark.slow
+def test_two_ranks_x_64_equal_one_process_x_128_under_torchrun(tmp_path):
+    """The CLI under torchrun, 2 gloo ranks with the global batch 128 split into 2 x 64, reaches
+    the weights of one process with batch 128 after 20 steps (LeNet-5 has no BatchNorm, so the
+    split changes only the order of the floating-point sums)."""
+    from safetensors.torch import load_file
+
+    from cnnlab.cli import main
+    from cnnlab.registry import create_model
+    from cnnlab.train import seed_everything
+
+    args = ["train", "lenet5_modern", "--data", "mnist-sample", "--epochs", "1",
+            "--batch-size", "128", "--set", "max_steps=20", "augment=none", "--quiet"]
+    code, log = _torchrun([*args, "--out", str(tmp_path / "two")], cwd=tmp_path, nproc=2)
+    assert code == 0, log[-3000:]
+    assert "device cpu" in log and log.count("lenet5_modern on mnist-sample") == 1  # rank 0
+    assert main([*args, "--out", str(tmp_path / "one")]) == 0
+    two = load_file(tmp_path / "two" / "model.safetensors")
+    one = load_file(tmp_path / "one" / "model.safetensors")
+    seed_everything(0)  # the recipe's seed: the weights both runs started from
+    init = create_model("lenet5_modern", num_classes=10, in_chans=1).state_dict()
+    assert one.keys() == two.keys()
+    for name in one:
+        rel = ((one[name] - two[name]).norm() / one[name].norm()).item()
+        assert rel <= 1e-5, (name, rel)
+        if name.endswith("weight"):
+            assert (one[name] - init[name]).norm() > 1e-2, name  # it did train
+    rows = [json.loads(line) for line in (tmp_path / "two" / "metrics.jsonl").open()]
+    assert [r["step"] for r in rows] == [20]

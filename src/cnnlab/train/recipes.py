@@ -93,6 +93,12 @@ class Recipe:
     # a checkpoint every N optimiser steps as well as at every epoch's end; 0 = every
     # CHECKPOINT_SECONDS (5 minutes) of training, so that no more than that is ever lost
     checkpoint_every: int = 0
+    # gradient accumulation: each optimiser step sums the gradients of accum_steps micro-batches
+    # of batch_size / accum_steps images, the same update as one batch of batch_size
+    accum_steps: int = 1
+    # leave out each epoch's last partial (global) batch, so every step has batch_size images;
+    # false: the remainder is a last, smaller step (cnnlab.data.loader says how it is sharded)
+    drop_last: bool = True
     best_split: str = "auto"  # best.safetensors by "val" or "test" top-1; auto: val if held out
     # honesty about provenance
     unstated: tuple[str, ...] = ()
@@ -118,6 +124,13 @@ class Recipe:
         if self.checkpoint_every < 0:
             raise ValueError(f"checkpoint_every must be >= 0 (steps; 0 = every 5 minutes), "
                              f"got {self.checkpoint_every}")
+        if not 1 <= self.accum_steps <= self.batch_size:
+            raise ValueError(f"accum_steps must be between 1 and batch_size ({self.batch_size}), "
+                             f"got {self.accum_steps}")
+        if self.batch_size % self.accum_steps:
+            raise ValueError(f"batch_size {self.batch_size} is not divisible by accum_steps "
+                             f"{self.accum_steps}; each micro-batch must hold the same number "
+                             "of images")
         if self.resize < 0 or self.resize > 4096:
             raise ValueError(f"resize must be between 1 and 4096 pixels (0 = off), "
                              f"got {self.resize}")
