@@ -1,12 +1,13 @@
 """Data-parallel training under ``torchrun``: gloo on CPU, NCCL on GPU, one process per rank.
 
 ``torchrun --nproc_per_node=2 -m cnnlab train ...`` sets RANK / WORLD_SIZE / LOCAL_RANK; each
-process then trains on its shard of every batch order (the loader's ``rank``/``world_size``)
+process then trains on its share of every global batch (the loader's ``rank``/``world_size``)
 and DistributedDataParallel averages the gradients, so all ranks hold the same weights.
 """
 
 from __future__ import annotations
 
+import itertools
 import os
 from dataclasses import dataclass
 
@@ -29,6 +30,7 @@ BACKENDS = ("auto", "gloo", "nccl")
 # docs/distributed.md) sets all of them. LOCAL_RANK is optional (it defaults to RANK).
 REQUIRED_ENV = ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
 MARKERS = ("RANK", "WORLD_SIZE", "LOCAL_RANK")  # any of these means "distributed was meant"
+_GROUPS = itertools.count()  # the process groups this process has joined
 
 
 @dataclass(frozen=True)
@@ -101,7 +103,15 @@ def init_from_env(device: torch.device, backend: str = "auto") -> DistContext:
     if not dist.is_initialized():
         if device.type == "cuda":
             torch.cuda.set_device(local_rank)
-        dist.init_process_group(backend=backend, rank=rank, world_size=world_size)
+        store, _, _ = next(dist.rendezvous("env://", rank=rank, world_size=world_size))
+        # torchrun's agent store outlives a restart of the workers, and with it the keys the
+        # dead group's ranks published (their addresses): a restarted group reading those
+        # would connect to dead processes. Each attempt keeps its keys apart.
+        # (The count keeps apart the groups one process joins one after the other, too.)
+        attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
+        prefix = f"cnnlab/{attempt}/{next(_GROUPS)}"
+        dist.init_process_group(backend=backend, store=dist.PrefixStore(prefix, store),
+                                rank=rank, world_size=world_size)
     return DistContext(rank, world_size, local_rank)
 
 
