@@ -63,7 +63,7 @@ def test_accumulating_without_averaging_would_differ(tmp_path):
 def test_accum_steps_is_checked():
     recipe = get_recipe("fast_cpu")
     assert apply_overrides(recipe, parse_overrides(["accum_steps=4"])).accum_steps == 4
-    with pytest.raises(ValueError, match="accum_steps must be between 1 and batch_size"):
+    with pytest.raises(ValueError, match="accum_steps must be an integer >= 1, got 0"):
         apply_overrides(recipe, parse_overrides(["accum_steps=0"]))
     with pytest.raises(ValueError, match="batch_size 128 is not divisible by accum_steps 3"):
         apply_overrides(recipe, parse_overrides(["accum_steps=3"]))

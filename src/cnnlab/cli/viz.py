@@ -15,35 +15,39 @@ def register(sub: argparse._SubParsersAction) -> None:
     kinds.required = True
 
     p = kinds.add_parser("filters", help="the filter grid of a conv layer (the first by default)")
-    p.add_argument("source", metavar="CHECKPOINT_OR_MODEL")
+    p.add_argument("source", metavar="CHECKPOINT_OR_MODEL",
+                   help="a checkpoint (or run folder) or a registered model name")
     p.add_argument("--layer", help="qualified name of a Conv2d (default: the first)")
     p.add_argument("--out", default="filters.png", help="PATH[.png]: writes PATH.png, PATH.svg")
     p.set_defaults(func=run_filters)
 
     p = kinds.add_parser("features", help="feature maps of chosen layers for one image")
-    p.add_argument("source", metavar="CHECKPOINT")
-    p.add_argument("image", metavar="IMAGE")
+    p.add_argument("source", metavar="CHECKPOINT", help="a checkpoint or run folder")
+    p.add_argument("image", metavar="IMAGE", help="a JPEG or PNG file")
     p.add_argument("--layer", nargs="+", dest="layers", metavar="NAME",
                    help="layers to show (default: the stage outputs)")
     p.add_argument("--channels", type=int, default=16, help="maps per layer (most active)")
-    p.add_argument("--out", default="features.png")
+    p.add_argument("--out", default="features.png",
+                   help="PATH[.png]: writes PATH.png, PATH.svg")
     p.set_defaults(func=run_features)
 
     p = kinds.add_parser("cam", help="CAM / Grad-CAM / Grad-CAM++ overlaid on an image")
-    p.add_argument("source", metavar="CHECKPOINT", nargs="?")
-    p.add_argument("image", metavar="IMAGE", nargs="?")
+    p.add_argument("source", metavar="CHECKPOINT", nargs="?",
+                   help="a checkpoint or run folder")
+    p.add_argument("image", metavar="IMAGE", nargs="?", help="a JPEG or PNG file")
     p.add_argument("--class", dest="target", type=int, help="class index (default: predicted)")
-    p.add_argument("--method", choices=("cam", "gradcam", "gradcam++"), default="gradcam")
+    p.add_argument("--method", choices=("cam", "gradcam", "gradcam++"), default="gradcam",
+                   help="CAM (GAP networks), Grad-CAM or Grad-CAM++ (default gradcam)")
     p.add_argument("--layer", help="target layer (default: the family's; see --list-layers)")
     p.add_argument("--fraction", type=float, default=0.2, help="pixels blurred in the check")
     p.add_argument("--list-layers", metavar="MODEL", help="list MODEL's feature-map layers")
-    p.add_argument("--out", default="cam.png")
+    p.add_argument("--out", default="cam.png", help="PATH[.png]: writes PATH.png, PATH.svg")
     p.set_defaults(func=run_cam)
 
     p = kinds.add_parser("curves", help="train/val/test error vs epoch of several runs")
-    p.add_argument("runs", nargs="+", metavar="RUN_DIR")
-    p.add_argument("--title", default="")
-    p.add_argument("--out", default="curves.png")
+    p.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run folders holding metrics.jsonl")
+    p.add_argument("--title", default="", help="figure title")
+    p.add_argument("--out", default="curves.png", help="PATH[.png]: writes PATH.png, PATH.svg")
     p.set_defaults(func=run_curves)
 
     add_erf_parser(kinds)
