@@ -87,7 +87,7 @@ def test_bad_rank():
        seed=st.integers(0, 3), epoch=st.integers(0, 3))
 def test_sharding_covers_each_sample_once(n, world_size, batch_size, seed, epoch):
     ds = indexed_dataset(n)
-    seen = []
+    seen, counts = [], set()
     for rank in range(world_size):
         loader = DeviceLoader(ds, batch_size, shuffle=True, mean=[0.0], std=[1.0], seed=seed,
                               rank=rank, world_size=world_size)
@@ -95,5 +95,72 @@ def test_sharding_covers_each_sample_once(n, world_size, batch_size, seed, epoch
         batches = [ids(x) for x, _ in loader]
         assert len(batches) == len(loader)
         assert all(len(b) <= batch_size for b in batches)
+        counts.add(len(batches))
         seen += [i for b in batches for i in b]
-    assert sorted(seen) == list(range(n))
+    assert len(counts) == 1  # every rank takes part in every step
+    # each sample once; only a remainder too small to give every rank one image is left out
+    rest = n % (batch_size * world_size)
+    assert len(seen) == len(set(seen)) == n - (rest if rest < world_size else 0)
+
+
+def _rank_batches(ds, batch, world_size, *, drop_last, epoch=0):
+    out = []
+    for rank in range(world_size):
+        loader = DeviceLoader(ds, batch, shuffle=True, mean=[0.0], std=[1.0], seed=3,
+                              drop_last=drop_last, rank=rank, world_size=world_size)
+        loader.set_epoch(epoch)
+        batches = [ids(x) for x, _ in loader]
+        assert len(batches) == len(loader)
+        assert sum(map(len, batches)) == loader.num_samples
+        out.append(batches)
+    return out
+
+
+@pytest.mark.parametrize("world_size", [1, 2, 3, 4])
+@pytest.mark.parametrize("n", [96, 103, 97])
+def test_ranks_together_draw_one_process_global_batches(world_size, n):
+    """Batch b of all ranks (batch 8 each) is batch b of one process with batch 8 x world
+    size; every rank has as many batches (DDP needs every rank in every step). 103 and 97
+    leave remainders (n mod 8W) that are smaller than a batch."""
+    ds = indexed_dataset(n)
+    ranks = _rank_batches(ds, 8, world_size, drop_last=False)
+    assert len({len(b) for b in ranks}) == 1
+    whole = _rank_batches(ds, 8 * world_size, 1, drop_last=False)[0]
+    glob = 8 * world_size
+    rest = n % glob
+    # the remainder is a last, smaller step unless it cannot give every rank an image
+    expected_steps = n // glob + (rest >= world_size)
+    assert len(ranks[0]) == expected_steps
+    for b in range(expected_steps):
+        together = sorted(i for r in range(world_size) for i in ranks[r][b])
+        assert together == sorted(whole[b])
+        sizes = [len(ranks[r][b]) for r in range(world_size)]
+        assert max(sizes) - min(sizes) <= 1 and min(sizes) >= 1
+    seen = sorted(i for r in ranks for b in r for i in b)
+    assert len(seen) == len(set(seen))  # nothing drawn twice
+    left_out = n - len(seen)
+    assert left_out == (rest if rest < world_size else 0)
+
+
+def test_remainder_smaller_than_world_size_is_left_out():
+    # 97 = 3 x 32 + 1: one image cannot be split over 4 ranks; it (a different one each
+    # epoch) is left out, the other 96 are each seen once.
+    ds = indexed_dataset(97)
+    missing = []
+    for epoch in range(3):
+        ranks = _rank_batches(ds, 8, 4, drop_last=False, epoch=epoch)
+        seen = {i for r in ranks for b in r for i in b}
+        assert len(seen) == 96
+        missing.append(sorted(set(range(97)) - seen))
+    assert len({m[0] for m in missing}) > 1
+
+
+@pytest.mark.parametrize("world_size", [1, 2, 3, 4])
+def test_drop_last_leaves_out_the_partial_global_batch(world_size):
+    ds = indexed_dataset(103)
+    ranks = _rank_batches(ds, 8, world_size, drop_last=True)
+    glob = 8 * world_size
+    assert all(len(r) == 103 // glob for r in ranks)
+    assert all(len(b) == 8 for r in ranks for b in r)
+    seen = [i for r in ranks for b in r for i in b]
+    assert len(seen) == len(set(seen)) == 103 // glob * glob

@@ -31,12 +31,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", help="output folder (default runs/MODEL-DATA, or runs/MODEL-DATA-2, "
                    "... when that holds a run)")
     p.add_argument("--resume", metavar="RUN", help="run folder (or its checkpoint.pt) to "
-                   "continue; model, data and recipe come from its checkpoint")
+                   "continue; model, data and recipe come from its checkpoint; auto: continue "
+                   "--out's checkpoint if it has one, else start there (torchrun restarts do "
+                   "this by themselves)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace the run that --out already holds")
     p.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE", dest="overrides",
                    help="override recipe fields, e.g. --set lr=0.05 epochs=30")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--backend", choices=("auto", "gloo", "nccl"), default="auto",
+                   help="torch.distributed backend under torchrun (default auto: NCCL on "
+                   "CUDA, gloo on CPU; see docs/distributed.md)")
     p.add_argument("--weights", help="fine-tune from published weights (DEFAULT, IMAGENET1K_V1, "
                    "...) or a weights file: new head, the weights' transforms, recipe finetune")
     p.add_argument("--freeze", choices=("none", "backbone"),
@@ -104,7 +109,7 @@ def run_train(args: argparse.Namespace) -> int:
                    out=args.out, resume=args.resume, overwrite=args.overwrite,
                    overrides=args.overrides, weights=args.weights, freeze=args.freeze,
                    linear_probe=args.linear_probe,
-                   skip_corrupt=args.skip_corrupt)
+                   skip_corrupt=args.skip_corrupt, backend=args.backend)
     result = train(spec, console, progress=not args.quiet)
     if int(os.environ.get("RANK", "0")) != 0:  # under torchrun, rank 0 reports
         return 0

@@ -4,9 +4,16 @@ workers that decode (and per-image transform) in parallel.
 
 Both loaders yield ``(x float32 normalised NCHW, y int64)`` on the device, reshuffle by
 ``set_epoch``, and shard by ``(rank, world_size)``: each rank takes every ``world_size``-th
-index of the epoch's permutation, so across ranks every sample is seen exactly once per epoch
-(ranks differ by at most one sample; nothing is padded or repeated). The order and the
-augmentation depend only on (seed, epoch, rank), never on the number of workers.
+index of the epoch's permutation, so batch ``b`` of all ranks together is exactly positions
+``b*G .. (b+1)*G - 1`` of the permutation (G = batch_size x world_size, the global batch),
+the batch one process with batch G would draw. Every rank serves the same number of batches
+(DistributedDataParallel needs every rank in every step). The remainder r = n mod G: with
+``drop_last`` it is left out, as in one process; without, it is the last, smaller step, split
+over the ranks (their shares differ by at most one), so every sample is seen exactly once per
+epoch, nothing padded or repeated; only if 0 < r < world_size, so that some rank would have
+nothing to train on, are those r samples left out of that epoch (a different few each epoch).
+The order and the augmentation depend only on (seed, epoch, rank), never on the number of
+workers.
 
 Each batch is augmented with its own generator, seeded by (seed, epoch, rank, batch), so the
 position within an epoch is one number: ``state_dict()`` says how many batches were served and
@@ -95,13 +102,13 @@ class _EpochBatches:
 
     @property
     def num_samples(self) -> int:
-        """Samples this rank sees per epoch (the shard, less a dropped last partial batch)."""
-        return len(self) * self.batch_size if self.drop_last else self.shard_size
+        """Samples this rank sees per epoch (the shard, less a remainder left out)."""
+        return min(len(self) * self.batch_size, self.shard_size)
 
     def __len__(self) -> int:
-        if self.drop_last:
-            return self.shard_size // self.batch_size
-        return -(-self.shard_size // self.batch_size)
+        """Batches per epoch, the same on every rank (see the module's docstring)."""
+        full, rest = divmod(self.n, self.batch_size * self.world_size)
+        return full + int(not self.drop_last and rest >= self.world_size)
 
     def _start(self) -> int:
         """Begin an iteration: the first batch to serve (0, or where a loaded state was)."""

@@ -338,7 +338,8 @@ def fit(
     if recipe.channels_last:
         model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     optimizer = build_optimizer(model, recipe)
-    steps_per_epoch = len(train_loader)
+    accum = recipe.accum_steps
+    steps_per_epoch = len(train_loader) // accum  # the loader serves micro-batches
     if steps_per_epoch == 0:
         raise ValueError("the training loader yields no batches (dataset smaller than a batch?)")
     out = prepare_out_dir(out_dir) if ctx.is_main else Path(out_dir)  # after the checks
@@ -481,7 +482,7 @@ def fit(
                             f"{steps_per_epoch} steps an epoch; resume it with the batch size "
                             "and number of processes it was written with")
                     train_loader.load_state_dict(position["loader"])  # type: ignore[attr-defined]
-                    first = int(position["loader"]["batch"])
+                    first = int(position["loader"]["batch"]) // accum
                     if ctx.is_main:  # the checkpoint holds the sums over all ranks
                         loss_sum += position["loss_sum"]
                         hits += position["hits"].to(device)
@@ -496,24 +497,33 @@ def fit(
                 t_epoch_run, seen_run = time.perf_counter(), 0
                 lr = schedule.lr_at(step)
                 try:
-                    for i, (x, y) in enumerate(train_loader, start=first):
+                    for i, micro in enumerate(_steps(train_loader, accum), start=first):
                         lr = schedule.lr_at(step)
                         set_lr(optimizer, lr)
-                        x = input_fit(x)
-                        if recipe.channels_last:
-                            x = x.contiguous(memory_format=torch.channels_last)
-                        with _autocast(device, recipe.amp):
-                            logits, aux = _main_and_aux(train_model(x))
-                            loss = criterion(logits, y)
-                            for a in aux:
-                                loss = loss + recipe.aux_loss_weight * criterion(a, y)
-                        if not torch.isfinite(loss):
-                            raise NonFiniteLoss(
-                                f"loss became {loss.item()} at epoch {epoch + 1}, step "
-                                f"{step + 1} (lr {lr:.4g})"
-                            )
                         optimizer.zero_grad(set_to_none=True)
-                        scaler.scale(loss).backward()
+                        for j, (x, y) in enumerate(micro):
+                            x = input_fit(x)
+                            if recipe.channels_last:
+                                x = x.contiguous(memory_format=torch.channels_last)
+                            with _autocast(device, recipe.amp):
+                                logits, aux = _main_and_aux(train_model(x))
+                                loss = criterion(logits, y)
+                                for a in aux:
+                                    loss = loss + recipe.aux_loss_weight * criterion(a, y)
+                            if not torch.isfinite(loss):
+                                raise NonFiniteLoss(
+                                    f"loss became {loss.item()} at epoch {epoch + 1}, step "
+                                    f"{step + 1} (lr {lr:.4g})"
+                                )
+                            # DDP all-reduces the gradients in the last micro-batch's backward
+                            last = j + 1 == accum or not hasattr(train_model, "no_sync")
+                            with nullcontext() if last else train_model.no_sync():
+                                scaler.scale(loss / accum).backward()
+                            bs = y.shape[0]
+                            loss_sum += loss.detach().double() * bs
+                            hits += torch.stack(correct_topk(logits.detach(), y))
+                            seen += bs
+                            seen_run += bs
                         if recipe.grad_clip > 0:
                             scaler.unscale_(optimizer)
                             nn.utils.clip_grad_norm_(model.parameters(), recipe.grad_clip)
@@ -521,11 +531,6 @@ def fit(
                         scaler.update()
                         if ema is not None:
                             ema.update(model)
-                        bs = y.shape[0]
-                        loss_sum += loss.detach().double() * bs
-                        hits += torch.stack(correct_topk(logits.detach(), y))
-                        seen += bs
-                        seen_run += bs
                         step += 1
                         if warmup is not None and warmup.ended_at is None:
                             # The running training error of this epoch decides when warm-up
@@ -654,6 +659,17 @@ def fit(
     best_file = out / "best.safetensors"
     return FitResult(history, out, ckpt_path, weights if has_weights else None, stopped,
                      diverged, best_file if ctx.is_main and best_file.exists() else None)
+
+
+def _steps(loader: Iterable, accum: int) -> Iterable[list[Any]]:
+    """The loader's micro-batches in groups of ``accum``, one group per optimiser step (a
+    last group of fewer is left out, as a partial batch is with drop_last)."""
+    group: list[Any] = []
+    for batch in loader:
+        group.append(batch)
+        if len(group) == accum:
+            yield group
+            group = []
 
 
 def _due(every_steps: int, step: int, since_s: float, ctx: DistContext,

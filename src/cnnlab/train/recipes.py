@@ -148,6 +148,7 @@ RULES: Mapping[str, Rule] = types.MappingProxyType({
     "seed": _integer(0, 2**63 - 1), "amp": Rule(str, choices=("none", "bf16", "fp16")),
     "channels_last": _BOOL, "compile": _BOOL,
     "checkpoint_every": _integer(0), "resize": _integer(0, 4096),
+    "accum_steps": _integer(1), "drop_last": _BOOL,
     "best_split": Rule(str, choices=("auto", "val", "test")),
     "backbone_lr_scale": _NON_NEGATIVE,
     "unstated": Rule(str, many=True), "source": _TEXT,
@@ -219,6 +220,12 @@ class Recipe:
     # a checkpoint every N optimiser steps as well as at every epoch's end; 0 = every
     # CHECKPOINT_SECONDS (5 minutes) of training, so that no more than that is ever lost
     checkpoint_every: int = 0
+    # gradient accumulation: each optimiser step sums the gradients of accum_steps micro-batches
+    # of batch_size / accum_steps images, the same update as one batch of batch_size
+    accum_steps: int = 1
+    # leave out each epoch's last partial (global) batch, so every step has batch_size images;
+    # false: the remainder is a last, smaller step (cnnlab.data.loader says how it is sharded)
+    drop_last: bool = True
     best_split: str = "auto"  # best.safetensors by "val" or "test" top-1; auto: val if held out
     # honesty about provenance
     unstated: tuple[str, ...] = ()
@@ -238,6 +245,10 @@ class Recipe:
                 f"{len(self.milestones) + 1} for {len(self.milestones)} milestones, "
                 f"got {len(self.factors)}"
             )
+        if self.batch_size % self.accum_steps:
+            raise ValueError(f"recipe {self.name}: batch_size {self.batch_size} is not divisible "
+                             f"by accum_steps {self.accum_steps}; each micro-batch must hold "
+                             "the same number of images")
 
     def to_dict(self) -> dict[str, Any]:
         return {f.name: _plain(getattr(self, f.name)) for f in fields(self)}

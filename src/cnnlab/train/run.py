@@ -7,6 +7,7 @@ size, and BatchNorm cannot train on batches of one image.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Callable, Sequence
 from contextlib import ExitStack
@@ -21,7 +22,7 @@ from rich.console import Console
 from cnnlab.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from cnnlab.registry import create_model, model_info
 from cnnlab.train.checkpoint import load_checkpoint, registered_model
-from cnnlab.train.distributed import init_from_env, shutdown
+from cnnlab.train.distributed import check_backend, env_world_size, init_from_env, shutdown
 from cnnlab.train.engine import (
     FitResult,
     InputFit,
@@ -31,7 +32,13 @@ from cnnlab.train.engine import (
     seed_everything,
 )
 from cnnlab.train.recipes import Recipe, apply_overrides, get_recipe, parse_overrides
-from cnnlab.train.runfolder import claim, fresh_default, holds_run, remove_run_files
+from cnnlab.train.runfolder import (
+    checkpoint_path,
+    claim,
+    fresh_default,
+    holds_run,
+    remove_run_files,
+)
 
 __all__ = [
     "IMAGENET_MEAN",
@@ -61,13 +68,32 @@ class RunSpec:
     batch_size: int | None = None
     device: str = "auto"
     out: str | None = None
-    resume: str | None = None  # a checkpoint or the run folder holding it
+    resume: str | None = None  # a checkpoint or the run folder holding it, or "auto"
     overwrite: bool = False  # replace the run that ``out`` already holds
     overrides: Sequence[str] = field(default_factory=tuple)
     weights: str | None = None  # fine-tune from published weights (cnnlab.train.finetune)
     freeze: str | None = None
     linear_probe: bool = False
     skip_corrupt: bool = False  # image folders: leave out (and name) images that do not decode
+    backend: str = "auto"  # torch.distributed backend under torchrun: auto, gloo or nccl
+
+
+def auto_resume(spec: RunSpec) -> RunSpec:
+    """``--resume auto``, and every torchrun restart (TORCHELASTIC_RESTART_COUNT > 0) of a run
+    with ``--out``: continue from the checkpoint the run folder holds, or start the run there
+    if it holds none yet. The checkpoint is found from the folder alone, never from the rank
+    or the restart count, so every rank of every restart finds the same one."""
+    try:
+        restarts = int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") or 0)
+    except ValueError:
+        restarts = 0
+    if spec.resume != "auto" and not (restarts > 0 and spec.resume is None and spec.out):
+        return spec
+    if spec.out is None:
+        raise ValueError("--resume auto needs --out RUN: the run folder to continue, or to "
+                         "start the run in")
+    found = checkpoint_path(spec.out).exists()
+    return dataclasses.replace(spec, resume=spec.out if found else None)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -181,6 +207,21 @@ def train_transform(recipe: Recipe, shape: tuple[int, int, int], dataset: Any = 
     return transform
 
 
+def micro_batch_size(recipe: Recipe, world_size: int) -> int:
+    """Images per rank per forward pass: the recipe's (global) batch split over the ranks and
+    the accumulation steps; a one-line error when it does not split evenly."""
+    parts = world_size * recipe.accum_steps
+    if recipe.batch_size % parts:
+        fix = [b for b in (recipe.batch_size // parts * parts, -(-recipe.batch_size // parts) *
+                           parts) if b > 0]
+        raise ValueError(
+            f"the global batch {recipe.batch_size} does not split over {world_size} process"
+            f"{'es' * (world_size != 1)} x {recipe.accum_steps} accumulation step"
+            f"{'s' * (recipe.accum_steps != 1)}; use --batch-size "
+            f"{' or '.join(map(str, fix))} (a multiple of {parts})")
+    return recipe.batch_size // parts
+
+
 def describe(recipe: Recipe) -> str:
     """One line: the recipe, its source and the values that drive it."""
     length = f"{recipe.max_steps:,} steps" if recipe.max_steps else f"{recipe.epochs} epochs"
@@ -288,6 +329,7 @@ def _folder_sizing(crop: int, short: int | None = None
 def train(spec: RunSpec, console: Console | None = None, **fit_kw: Any) -> FitResult:
     """Build everything ``spec`` names, check it, and train. Returns ``fit``'s result."""
     console = console or Console()
+    spec = auto_resume(spec)
     device = resolve_device(spec.device)
     checkpoint = load_checkpoint(spec.resume, to_resume=True) if spec.resume else None
     if checkpoint is not None:
@@ -314,7 +356,10 @@ def train(spec: RunSpec, console: Console | None = None, **fit_kw: Any) -> FitRe
         return FitResult(list(checkpoint["metrics"]), done if done.is_dir() else done.parent,
                          None, complete=True)
     out, replace_run = _output_folder(spec, model_name, data)
-    ctx = init_from_env(device)
+    # The set-up errors a rank can see alone, before it waits for the others.
+    check_backend(spec.backend, device)
+    micro_batch_size(recipe, env_world_size())
+    ctx = init_from_env(device, spec.backend)
     if ctx.enabled and device.type == "cuda":
         device = torch.device("cuda", ctx.local_rank)
     created = _missing_folders(out) if ctx.is_main else []
@@ -395,7 +440,7 @@ def _train(spec: RunSpec, console: Console, fit_kw: dict[str, Any], *,
     fit_in = check_model_data(
         model, model_name, data_name=data, shape=(c, h, w),
         num_classes=len(classes), mean=mean, std=std,
-        batch_size=recipe.batch_size,
+        batch_size=micro_batch_size(recipe, ctx.world_size),
     )
     common = dict(mean=mean, std=std, device=device, seed=recipe.seed,
                   rank=ctx.rank, world_size=ctx.world_size)
@@ -410,7 +455,8 @@ def _train(spec: RunSpec, console: Console, fit_kw: dict[str, Any], *,
         common |= dict(pad_to=fit_in.size)
         model_hw, fit_in = fit_in.size, InputFit()
     train_loader = _loader(
-        train_ds, recipe.batch_size, shuffle=True, drop_last=True,
+        train_ds, micro_batch_size(recipe, ctx.world_size), shuffle=True,
+        drop_last=recipe.drop_last,
         train_transform=train_transform(recipe, (c, *model_hw),
                                         train_ds if in_memory else None),
         **common,
