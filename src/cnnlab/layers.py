@@ -8,11 +8,12 @@ from collections.abc import Callable
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 from torch.nn.modules.utils import _pair
 
 __all__ = [
-    "ConvBNAct", "DeformConv2d", "DropPath", "SqueezeExcite", "deform_conv2d", "drop_path",
-    "make_divisible",
+    "ConvBNAct", "DeformConv2d", "DeformConv2dOp", "DropPath", "SqueezeExcite", "deform_conv2d",
+    "drop_path", "make_divisible",
 ]
 
 
@@ -143,10 +144,13 @@ def deform_conv2d(
     interpolation; a sample's corners outside the image read 0. Convolution ``groups`` are
     ``in_channels // weight.shape[1]``.
 
-    Cost (the analyser sees the ops below): the final matmul holds exactly the regular
-    convolution's C_out·(C_in/groups)·kh·kw·H_out·W_out MACs; the sampling is elementwise
-    work on the C_in·kh·kw·H_out·W_out samples (four gathers, the bilinear weights, the
-    weighted sum, the mask) and lands in the analyser's "other ops".
+    Cost, as the analyser counts the ops below: the final 1x1 convolution of the sampled
+    columns holds exactly the regular convolution's C_out·(C_in/groups)·kh·kw·H_out·W_out
+    MACs; the sampling is elementwise work (the analyser's "other ops"): 8 per sampled value
+    (four corner products, a sum of four; C_in·kh·kw·H_out·W_out values), 1 more with a
+    mask, 62 per sampling position (G·kh·kw·H_out·W_out: coordinates, floors, corner weights,
+    bounds and indices) and kh + kw + (kh·kw + 2)·(H_out + W_out) for the regular grid; the
+    corner gather is a read (0).
     """
     sh, sw = _pair(stride)
     ph, pw = _pair(padding)
@@ -170,8 +174,10 @@ def deform_conv2d(
 
     # Sampling positions, (N, G, taps, H_out, W_out): the regular grid plus the offsets.
     offset = offset.view(n, offset_groups, taps, 2, h_out, w_out)
-    kernel_y = torch.arange(kh, device=x.device, dtype=x.dtype).repeat_interleave(kw) * dh
-    kernel_x = torch.arange(kw, device=x.device, dtype=x.dtype).repeat(kh) * dw
+    # Tap i·kw + j (row-major) sits at (i·d, j·d) in the kernel.
+    kernel_y = (torch.arange(kh, device=x.device, dtype=x.dtype) * dh).view(kh, 1)
+    kernel_x = (torch.arange(kw, device=x.device, dtype=x.dtype) * dw).view(1, kw)
+    kernel_y, kernel_x = (k.expand(kh, kw).reshape(taps) for k in (kernel_y, kernel_x))
     grid_y = torch.arange(h_out, device=x.device, dtype=x.dtype) * sh - ph
     grid_x = torch.arange(w_out, device=x.device, dtype=x.dtype) * sw - pw
     pos_y = offset[:, :, :, 0] + (kernel_y.view(taps, 1, 1) + grid_y.view(1, h_out, 1))
@@ -180,11 +186,11 @@ def deform_conv2d(
                                pos_y, pos_x, h, w)  # (N, G, C/G, taps, L)
     if mask is not None:
         columns = columns * mask.view(n, offset_groups, 1, taps, h_out * w_out)
-    # The convolution proper: (groups, C_out/groups, C/groups·taps) @ (N, groups, ·, L).
-    columns = columns.reshape(n, groups, c_per_group * taps, h_out * w_out)
-    out = torch.matmul(weight.reshape(groups, c_out // groups, c_per_group * taps), columns)
-    out = out.reshape(n, c_out, h_out, w_out)
-    return out if bias is None else out + bias.view(1, c_out, 1, 1)
+    # The convolution proper is a 1x1 convolution of the sampled columns, (N, C·taps, H_out,
+    # W_out) with channels in (c, tap) order, the weight's own (C/groups, kh, kw) order.
+    columns = columns.reshape(n, c * taps, h_out, w_out)
+    return F.conv2d(columns, weight.reshape(c_out, c_per_group * taps, 1, 1), bias,
+                    groups=groups)
 
 
 def _bilinear_gather(x: torch.Tensor, pos_y: torch.Tensor, pos_x: torch.Tensor,
@@ -195,17 +201,34 @@ def _bilinear_gather(x: torch.Tensor, pos_y: torch.Tensor, pos_x: torch.Tensor,
     n, groups, channels, _ = x.shape
     y0, x0 = pos_y.floor(), pos_x.floor()
     ly, lx = pos_y - y0, pos_x - x0
-    out = None
-    for cy, wy in ((y0, 1 - ly), (y0 + 1, ly)):
-        for cx, wx in ((x0, 1 - lx), (x0 + 1, lx)):
-            inside = (cy >= 0) & (cy <= h - 1) & (cx >= 0) & (cx <= w - 1)
-            index = (cy.clamp(0, h - 1) * w + cx.clamp(0, w - 1)).long()
-            index = index.view(n, groups, 1, -1).expand(n, groups, channels, index[0, 0].numel())
-            weight = (wy * wx * inside).view(n, groups, 1, -1)
-            term = x.gather(3, index) * weight
-            out = term if out is None else out + term
-    assert out is not None
-    return out.view(n, groups, channels, pos_y.shape[2], -1)
+    y1, x1, hy, hx = y0 + 1, x0 + 1, 1 - ly, 1 - lx
+    # The four corners along a new dim: (y0, x0), (y0, x1), (y1, x0), (y1, x1).
+    cy, cx = torch.stack((y0, y0, y1, y1), 2), torch.stack((x0, x1, x0, x1), 2)
+    wy, wx = torch.stack((hy, hy, ly, ly), 2), torch.stack((hx, lx, hx, lx), 2)
+    inside = (cy >= 0) & (cy <= h - 1) & (cx >= 0) & (cx <= w - 1)
+    index = (cy.clamp(0, h - 1) * w + cx.clamp(0, w - 1)).long()
+    weight = (wy * wx * inside).view(n, groups, 1, 4, -1)
+    values = x.gather(3, index.view(n, groups, 1, -1).expand(n, groups, channels, -1))
+    values = (values.view(n, groups, channels, 4, -1) * weight).sum(3)
+    return values.view(n, groups, channels, pos_y.shape[2], -1)
+
+
+class DeformConv2dOp(nn.Module):
+    """The sampling and convolution of :func:`deform_conv2d` as a leaf module without
+    parameters, so the analyser reports it as one row (MACs: the regular convolution's
+    count; other ops: the sampling), with the kernel and stride shown."""
+
+    def __init__(self, kernel_size: tuple[int, int], stride: tuple[int, int],
+                 padding: tuple[int, int], dilation: tuple[int, int]) -> None:
+        super().__init__()
+        self.kernel_size, self.stride, self.padding, self.dilation = (
+            kernel_size, stride, padding, dilation)
+
+    def forward(self, x: torch.Tensor, offset: torch.Tensor, weight: torch.Tensor,
+                bias: torch.Tensor | None = None,
+                mask: torch.Tensor | None = None) -> torch.Tensor:
+        return deform_conv2d(x, offset, weight, bias, self.stride, self.padding, self.dilation,
+                             mask)
 
 
 class DeformConv2d(nn.Module):
@@ -253,6 +276,7 @@ class DeformConv2d(nn.Module):
         predicted = offset_groups * kh * kw * (3 if modulated else 2)
         self.conv_offset = nn.Conv2d(in_channels, predicted, self.kernel_size, self.stride,
                                      self.padding, self.dilation)
+        self.deform = DeformConv2dOp(self.kernel_size, self.stride, self.padding, self.dilation)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -270,8 +294,7 @@ class DeformConv2d(nn.Module):
         if self.modulated:
             n_offsets = 2 * self.offset_groups * self.kernel_size[0] * self.kernel_size[1]
             predicted, mask = predicted[:, :n_offsets], predicted[:, n_offsets:].sigmoid()
-        return deform_conv2d(x, predicted, self.weight, self.bias, self.stride, self.padding,
-                             self.dilation, mask)
+        return self.deform(x, predicted, self.weight, self.bias, mask)
 
     def extra_repr(self) -> str:
         return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
