@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PIP := $(BIN)/pip install -q -c constraints.txt
 
-.PHONY: demo test lint install install-dev
+.PHONY: demo test lint install install-dev explorer-test-deps
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -22,5 +22,15 @@ demo: install
 lint: install-dev
 	$(BIN)/ruff check .
 
-test: lint
+# The explorer's browser tests: Playwright from PyPI (the explorer-test extra) and Debian's
+# chromium (apt-get, when root and missing). If either cannot be installed, those tests skip
+# and say why; nothing else depends on them.
+explorer-test-deps: install-dev
+	@$(BIN)/python -c "import playwright" 2>/dev/null || $(PIP) -e ".[explorer-test]" || \
+	  echo "make: Playwright not installed; the browser tests will be skipped"
+	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; } || \
+	  echo "make: chromium not installed; the browser tests will be skipped"
+
+test: lint explorer-test-deps
 	$(BIN)/python -m pytest -q

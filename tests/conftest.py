@@ -1,9 +1,18 @@
 import json
+import os
 from functools import cache
 from pathlib import Path
 
 import pytest
 import torch
+from hypothesis import settings
+
+# Property tests draw the same examples on every machine and every run (CI and a developer
+# test the same cases): derandomised, and no example database carrying state between runs.
+# HYPOTHESIS_PROFILE=explore draws fresh random examples, to hunt for new failures.
+settings.register_profile("cnnlab", derandomize=True, database=None, print_blob=True)
+settings.register_profile("explore", derandomize=False)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "cnnlab"))
 
 DATA = Path(__file__).parent / "data"
 

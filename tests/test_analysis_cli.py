@@ -50,11 +50,12 @@ def test_rf_lists_stages(capsys):
     # conv2 (5, 1, 2), pool, three 3x3 'same' convs, pool:
     # size 11 -> 11+2*4 = 19 -> 19+4*8 = 51 -> 51+2*8 = 67 -> 67+3*2*16 = 163 -> 163+2*16 = 195;
     # jump 4 -> 8 -> 16 -> 32; start (10/2-2) = 3 -> 3+1*4 = 7 -> 7 -> 7+1*8 = 15 -> 15+1*16 = 31
+    # No SE gates: the local field (last column) is the field itself.
     assert cells == [
-        ["0", "features.2", "1x64x27x27", "19", "8", "7"],
-        ["1", "features.5", "1x192x13x13", "67", "16", "15"],
-        ["2", "features.12", "1x256x6x6", "195", "32", "31"],
-        ["features", "forward_features", "", "195", "32", "31"],
+        ["0", "features.2", "1x64x27x27", "19", "8", "7", "19"],
+        ["1", "features.5", "1x192x13x13", "67", "16", "15", "67"],
+        ["2", "features.12", "1x256x6x6", "195", "32", "31", "195"],
+        ["features", "forward_features", "", "195", "32", "31", "195"],
     ]
 
 

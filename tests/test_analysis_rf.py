@@ -301,3 +301,53 @@ def test_random_branchy_models_match_gradient_ground_truth(model_and_n):
     expected = analyser_extent(rf, out_hw, n, clip=False)
     assume(all(0 <= lo and hi <= n - 1 for lo, hi in expected))
     assert gradient_extent(model, 2, n) == expected
+
+
+# -- local (conv/pool chain) vs SE-global field --------------------------------------------------
+
+# EfficientNet-B0, Tan & Le 2019, Table 1: the stem's 3x3/2 conv, then per stage the depthwise
+# kernel, the first block's stride and the number of blocks (the 1x1 convs add nothing).
+B0_STAGES = [(3, 1, 1), (3, 2, 2), (5, 2, 2), (3, 2, 3), (5, 1, 3), (5, 2, 4), (3, 1, 1)]
+
+
+def b0_local_fields() -> list[int]:
+    """r += (k - 1) * j; j *= s, layer by layer; the field after each stage."""
+    r, j = 1 + (3 - 1), 2  # the stem
+    fields = []
+    for k, s, n in B0_STAGES:
+        for block in range(n):
+            r += (k - 1) * j
+            j *= s if block == 0 else 1
+        fields.append(r)
+    return fields
+
+
+def test_efficientnet_b0_local_field_is_the_conv_chains_851():
+    by_hand = b0_local_fields()
+    assert by_hand[-1] == 851
+    summary = summarize("efficientnet_b0")
+    rf = summary.receptive_field
+    assert rf.local_size == 851
+    assert rf.covers_input and rf.size > rf.local_size  # the SE gates see every pixel
+    # Stages 1, 2, 3, 5, 7 of Table 1 end the five feature_info stages.
+    stages = [summary.module_outputs[s["module"]][1].local_size for s in summary.stages]
+    assert stages == [by_hand[i] for i in (0, 1, 2, 4, 6)]
+    from cnnlab.analysis import render
+
+    totals = render.to_dict(summary)["totals"]["receptive_field"]
+    assert (totals["size"], totals["local_size"], totals["covers_input"]) == (rf.size, 851, True)
+    assert "local 851 px" in "\n".join(render._footer(summary))
+    # Without SE gates the two fields are the same.
+    plain = summarize("resnet50").receptive_field
+    assert plain.local_size == plain.size == KNOWN["resnet50"]
+
+
+def test_rf_command_shows_the_local_field_and_says_what_global_means(capsys):
+    from cnnlab.cli import main
+
+    assert main(["rf", "efficientnet_b0"]) == 0
+    out = capsys.readouterr().out
+    assert "local RF" in out and "851" in out
+    text = " ".join(out.split())
+    assert "(global): every unit sees the whole input" in text
+    assert "conventional field of the conv/pool chain" in text

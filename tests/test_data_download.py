@@ -5,9 +5,7 @@ malicious archives, and the whole `cnnlab data download/verify/info` flow."""
 import hashlib
 import io
 import tarfile
-import threading
 import zipfile
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
@@ -17,56 +15,13 @@ from cnnlab.data.catalog import RemoteFile, Source
 from cnnlab.data.download import ChecksumError, DownloadError, fetch, safe_extract, verify
 
 from data_files import write_cifar10
-
-
-class Handler(BaseHTTPRequestHandler):
-    """Serves ``server.files``; honours ``Range: bytes=N-``; for a path in ``server.drop``
-    it announces the full length, sends half, and closes the connection (once)."""
-
-    def do_GET(self):  # noqa: N802 (http.server's name)
-        server = self.server
-        name = self.path.lstrip("/")
-        server.requests.append((name, self.headers.get("Range")))
-        data = server.files.get(name)
-        if data is None:
-            self.send_error(404)
-            return
-        start = 0
-        if (rng := self.headers.get("Range")) and not server.ignore_range:
-            start = int(rng.removeprefix("bytes=").split("-")[0])
-            if start >= len(data):
-                self.send_response(416)
-                self.send_header("Content-Range", f"bytes */{len(data)}")
-                self.end_headers()
-                return
-            self.send_response(206)
-            self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
-        else:
-            self.send_response(200)
-        body = data[start:]
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        if name in server.drop:
-            server.drop.discard(name)
-            self.wfile.write(body[: len(body) // 2])
-            self.close_connection = True
-            return
-        self.wfile.write(body)
-
-    def log_message(self, *args):
-        pass
+from local_server import serving
 
 
 @pytest.fixture
 def server():
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    httpd.files, httpd.drop, httpd.requests, httpd.ignore_range = {}, set(), [], False
-    thread = threading.Thread(target=httpd.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
-    httpd.url = f"http://127.0.0.1:{httpd.server_address[1]}"
-    yield httpd
-    httpd.shutdown()
-    httpd.server_close()
+    with serving() as httpd:
+        yield httpd
 
 
 def md5(data: bytes) -> str:

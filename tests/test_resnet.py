@@ -331,3 +331,38 @@ def test_make_stage_is_a_pure_function_returning_the_stage_and_its_width():
     with pytest.raises(ValueError, match="need 3 drop-path rates"):
         make_stage(Bottleneck, 256, 128, 3, 2, opts=BlockOptions(), shortcut=conv_bn_shortcut,
                    drop_path_rates=[0.0])
+
+
+# --- SE-ResNets in the authors' released (Caffe) form -------------------------------------------
+
+RELEASED_SE = ["se_resnet50", "se_resnet101", "se_resnet152", "se_resnext50_32x4d"]
+
+
+@pytest.mark.parametrize("name", RELEASED_SE)
+def test_se_resnets_default_to_the_released_caffe_stem_and_bn_eps(name):
+    released = build_on_meta(name)
+    assert (released.maxpool.padding, released.maxpool.ceil_mode) == (0, True)
+    bns = [m for m in released.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert bns and all(m.eps == 1e-4 for m in bns)
+    other = build_on_meta(name, released=False)
+    assert (other.maxpool.padding, other.maxpool.ceil_mode) == (1, False)
+    assert all(m.eps == 1e-5 for m in other.modules() if isinstance(m, torch.nn.BatchNorm2d))
+    assert any("pad 0, ceil mode" in d and "1e-4" in d for d in cnnlab.model_info(name).deviations)
+
+
+@pytest.mark.parametrize("size, released_grid, other_grid", [
+    # conv1 (7x7/2, pad 3): (N + 6 - 7) // 2 + 1; then the 3x3/2 pool:
+    # pad 0 ceil: ceil((M - 3) / 2) + 1; pad 1 floor: (M + 2 - 3) // 2 + 1.
+    (224, 56, 56),  # M = 112: ceil(109 / 2) + 1 = 56; 111 // 2 + 1 = 56
+    (225, 56, 57),  # M = 113: ceil(110 / 2) + 1 = 56; 112 // 2 + 1 = 57
+    (230, 57, 58),  # M = 115: ceil(112 / 2) + 1 = 57; 114 // 2 + 1 = 58
+    (5, 1, 2),  # M = 3: ceil(0 / 2) + 1 = 1; 2 // 2 + 1 = 2
+])
+def test_released_stem_pool_grid_sizes(size, released_grid, other_grid):
+    for released, grid in ((True, released_grid), (False, other_grid)):
+        model = build_on_meta("se_resnet50", released=released)
+        x = torch.empty(1, 3, size, size, device="meta")
+        stem = model.maxpool(model.relu(model.bn1(model.conv1(x))))
+        assert tuple(stem.shape[2:]) == (grid, grid)
+    with pytest.raises(ValueError, match="too small"):
+        build_on_meta("se_resnet50")(torch.empty(1, 3, 4, 4, device="meta"))

@@ -8,7 +8,7 @@ import torch
 from cnnlab.cli import main
 from cnnlab.registry import create_model
 from cnnlab.train import get_recipe, load_checkpoint
-from cnnlab.train.checkpoint import save_atomic
+from cnnlab.train.checkpoint import capture_rng, save_atomic
 from cnnlab.train.run import check_model_data
 
 
@@ -45,10 +45,11 @@ def test_eval_agrees_with_training_and_ensembles(trained, capsys):
     ckpt = str(trained / "checkpoint.pt")
     assert main(["eval", ckpt, "--data", "mnist-sample", "--device", "cpu"]) == 0
     out = capsys.readouterr().out
-    assert f"top-1 error {100 - acc:.2f}%" in out and "1 model" in out
+    words = f"top-1 accuracy {acc:.2f}% (error {100 - acc:.2f}%)"
+    assert words in out and "1 model" in out
     assert main(["eval", ckpt, ckpt, "--data", "mnist-sample", "--device", "cpu"]) == 0
     out = capsys.readouterr().out  # an ensemble of two copies predicts as one model does
-    assert f"top-1 error {100 - acc:.2f}%" in out and "ensemble of 2" in out
+    assert words in out and "ensemble of 2" in out
 
 
 def test_ten_crop_needs_larger_images(trained, capsys):
@@ -124,12 +125,14 @@ def test_unwritable_output_dir_is_refused(tmp_path, capsys):
     _one_line_error(capsys, "cannot be written", "--out")
 
 
-def _foreign_checkpoint(path, num_classes):
+def _foreign_checkpoint(path, num_classes, data="mnist-sample", root=None):
     model = create_model("lenet5_modern", num_classes=num_classes)
     save_atomic({
         "model_name": "lenet5_modern", "model": model.state_dict(), "ema": None,
         "config": get_recipe("fast_cpu").to_dict(), "epoch": 0, "step": 0, "metrics": [],
-        "run": {"num_classes": num_classes, "in_chans": 1, "image_size": [1, 28, 28],
+        "optimizer": {}, "rng": capture_rng(),
+        "run": {"data": data, "root": root,
+                "num_classes": num_classes, "in_chans": 1, "image_size": [1, 28, 28],
                 "mean": [0.13], "std": [0.31], "classes": [str(i) for i in range(num_classes)]},
     }, path)
     return str(path)
@@ -240,9 +243,8 @@ def test_image_folder_trains_and_evaluates_ten_crop(rgb_folder, tmp_path, capsys
 
 
 def test_channel_mismatch_on_resume(rgb_folder, tmp_path, capsys):
-    ckpt = _foreign_checkpoint(tmp_path / "gray.pt", 10)
-    assert main(["train", "--resume", ckpt, "--data", "folder", "--root", str(rgb_folder),
-                 "--out", str(tmp_path / "r")]) == 2
+    ckpt = _foreign_checkpoint(tmp_path / "gray.pt", 10, "folder", str(rgb_folder))
+    assert main(["train", "--resume", ckpt, "--out", str(tmp_path / "r")]) == 2
     _one_line_error(capsys, "lenet5_modern takes 1-channel images but folder has 3 channels")
     assert not (tmp_path / "r").exists()
 

@@ -70,5 +70,5 @@ def test_two_gloo_ranks_train_identically(tmp_path):
     assert timeless[0] == timeless[1]  # summed over ranks, evaluated with the same weights
     assert r0["history"][-1]["test_top1"] > 80.0
     written = sorted(p.name for p in tmp_path.iterdir())
-    assert written == ["checkpoint.pt", "curves.png", "metrics.csv", "metrics.jsonl",
-                       "model.safetensors", "rank0.pt", "rank1.pt"]
+    assert written == ["best.safetensors", "checkpoint.pt", "curves.png", "metrics.csv",
+                       "metrics.jsonl", "model.safetensors", "rank0.pt", "rank1.pt"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 import fnmatch
+import os
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -146,6 +147,7 @@ def create_model(
     in_chans: int | None = None,
     features_only: bool = False,
     out_indices: tuple[int, ...] | None = None,
+    weights: str | os.PathLike | None = None,
     **kwargs: Any,
 ) -> nn.Module:
     """Build a registered model.
@@ -154,7 +156,9 @@ def create_model(
     classifier, the model returns its pooled features, as in timm); other keywords go to the
     builder. Names are matched in any case (``VGG16``). With ``features_only=True`` the
     result returns the list of stage feature maps selected by ``out_indices`` (default: every
-    stage in ``feature_info``).
+    stage in ``feature_info``). ``weights`` loads published weights ("DEFAULT",
+    "IMAGENET1K_V2", see ``cnnlab weights list``) or a local file (cnnlab.deploy.weights);
+    with ``num_classes`` the head is then replaced.
     """
     name = _lookup(name)
     builder = _BUILDERS[name]
@@ -162,12 +166,18 @@ def create_model(
         raise ValueError("out_indices only applies with features_only=True")
     if num_classes is not None and num_classes < 0:
         raise ValueError(f"{name}: num_classes must be >= 0, got {num_classes}")
-    if num_classes:  # 0 (timm's convention): built as published, then the head is dropped
-        kwargs["num_classes"] = num_classes
-    if in_chans is not None:
-        kwargs["in_chans"] = in_chans
-    model = builder(**kwargs)
-    model.model_name = name
+    if weights is not None:
+        from cnnlab.deploy.weights import create_pretrained
+
+        model = create_pretrained(name, weights, num_classes=num_classes or None,
+                                  in_chans=in_chans, **kwargs)
+    else:
+        if num_classes:  # 0 (timm's convention): built as published, then the head is dropped
+            kwargs["num_classes"] = num_classes
+        if in_chans is not None:
+            kwargs["in_chans"] = in_chans
+        model = builder(**kwargs)
+        model.model_name = name
     if num_classes == 0:
         model.reset_classifier(0)
     if features_only:

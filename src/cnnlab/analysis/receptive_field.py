@@ -81,14 +81,17 @@ class ReceptiveField:
     ``size``: input pixels one unit sees (unclipped by the image border, the usual
     convention); ``jump``: input pixels between neighbouring units; ``start``: input
     coordinate of the first unit's centre; ``covers_input``: every unit sees the whole
-    input ("global"). ``size``, ``jump`` and ``start`` are numbers when both axes agree and
-    (H, W) pairs otherwise.
+    input ("global"). ``local_size``: the conventional field of the conv/pool chain alone,
+    without what a broadcast input (an SE gate's global average) adds to every unit; equal to
+    ``size`` in a net without such gates. ``size``, ``local_size``, ``jump`` and ``start`` are
+    numbers when both axes agree and (H, W) pairs otherwise.
     """
 
     sizes: tuple[float, float]
     jumps: tuple[float, float]
     starts: tuple[float, float]
     covers_input: bool
+    local_sizes: tuple[float, float] | None = None  # None: equal to sizes
 
     @staticmethod
     def _one(pair: tuple[float, float]) -> Any:
@@ -98,6 +101,10 @@ class ReceptiveField:
     @property
     def size(self) -> Any:
         return self._one(self.sizes)
+
+    @property
+    def local_size(self) -> Any:
+        return self._one(self.sizes if self.local_sizes is None else self.local_sizes)
 
     @property
     def jump(self) -> Any:
@@ -122,6 +129,7 @@ class ReceptiveField:
             jumps=tuple(a.jump for a in rf.axes),  # type: ignore[arg-type]
             starts=tuple((lo + hi) / 2 for lo, hi in spans),  # type: ignore[arg-type]
             covers_input=covers,
+            local_sizes=tuple(a.hi - a.lo + 1 for a in rf.axes),  # type: ignore[arg-type]
         )
 
 

@@ -41,6 +41,12 @@ def _num(v: Any) -> str:
     return str(int(v))
 
 
+# What the "(global)" mark means, and which field is the conventional one.
+GLOBAL_NOTE = ("(global): every unit sees the whole input; with SE gates through their global "
+               "average pool. local: the conventional field of the conv/pool chain alone, "
+               "without the SE gates' global context.")
+
+
 def _rf_cells(rf: ReceptiveField | None, compact: bool = False) -> tuple[str, str, str]:
     if rf is None:
         return "", "", ""
@@ -95,7 +101,8 @@ def _totals(summary: Summary) -> dict[str, Any]:
         "training_bytes_sgd": summary.training_bytes(optimizer="sgd"),
         "training_bytes_adam": summary.training_bytes(optimizer="adam"),
         "receptive_field": None if rf is None else {
-            "size": rf.size, "jump": rf.jump, "start": rf.start, "covers_input": rf.covers_input,
+            "size": rf.size, "local_size": rf.local_size, "jump": rf.jump, "start": rf.start,
+            "covers_input": rf.covers_input,
         },
     }
 
@@ -114,7 +121,9 @@ def _footer(summary: Summary) -> list[str]:
         "receptive field of forward_features: " + (
             "unknown" if rf is None else
             f"{_num(rf.size)} px, jump {_num(rf.jump)}, start {_num(rf.start)}"
-            + (" (global)" if rf.covers_input else "")),
+            + (" (global)" if rf.covers_input else "")
+            + (f"; local {_num(rf.local_size)} px" if rf.local_size != rf.size else "")
+            + (f" [{GLOBAL_NOTE}]" if rf.covers_input else "")),
         f"conventions: {summary.conventions}",
     ]
     lines += [f"UNACCOUNTED: {u}" for u in summary.unaccounted]
@@ -241,7 +250,7 @@ def to_dict(summary: Summary) -> dict[str, Any]:
             "activation_values": row.activation_values,
             "activation_bytes": row.activation_bytes,
             "receptive_field": None if rf is None else {
-                "size": rf.size, "jump": rf.jump, "start": rf.start,
+                "size": rf.size, "local_size": rf.local_size, "jump": rf.jump, "start": rf.start,
                 "covers_input": rf.covers_input,
             },
             "notes": row.notes,

@@ -10,7 +10,9 @@ running it (or, for functional code such as a residual ``out + identity`` in a b
 - other ops: BN, activations, pooling, adds, gate multiplies (:mod:`cnnlab.analysis.ops`);
 - activation memory: the values a row's output newly allocates (in-place ops and views
   allocate none);
-- receptive field: propagated op by op (:mod:`cnnlab.analysis.receptive_field`).
+- receptive field: propagated op by op (:mod:`cnnlab.analysis.receptive_field`);
+- data flow: each row's ``inputs`` name the rows whose outputs it reads, so residual adds,
+  concatenations and gates show as rows with several inputs (the explorer's block diagram).
 
 Counts and memory are **per image** (the traced batch divided by ``batch_size``); output
 shapes include the batch. An op with no counting or receptive-field rule is listed in
@@ -75,6 +77,7 @@ class Row:
     activation_bytes: int = 0  # per image
     receptive_field: ReceptiveField | None = None
     notes: list[str] = field(default_factory=list)
+    inputs: list[str] = field(default_factory=list)  # rows whose outputs this row reads
 
     @property
     def params(self) -> int:
@@ -181,6 +184,7 @@ class _Tracer(TorchDispatchMode):
         self.stack: list[_Frame] = []
         self.rf: dict[int, tuple[torch.Tensor, Any]] = {}
         self.owner: dict[int, tuple[torch.Tensor, Row]] = {}
+        self.producer: dict[int, tuple[torch.Tensor, Row]] = {}  # the row a tensor came from
         self.unaccounted: list[str] = []
         self.op_names: dict[str, int] = {}
         self.last_spatial: ReceptiveField | None = None
@@ -199,6 +203,20 @@ class _Tracer(TorchDispatchMode):
         if not isinstance(rf, TensorRF):
             return None
         return ReceptiveField.of(rf, tuple(t.shape), self.input_hw)
+
+    # -- data flow -----------------------------------------------------------------
+    def producer_of(self, t: torch.Tensor) -> Row | None:
+        entry = self.producer.get(id(t))
+        return None if entry is None or entry[0] is not t else entry[1]
+
+    def link(self, row: Row, inputs: list[torch.Tensor], outs: list[torch.Tensor]) -> None:
+        """Record which rows ``row`` reads, and that it produced ``outs``."""
+        for t in inputs:
+            source = self.producer_of(t)
+            if source is not None and source is not row and source.name not in row.inputs:
+                row.inputs.append(source.name)
+        for t in outs:
+            self.producer[id(t)] = (t, row)
 
     # -- rows ----------------------------------------------------------------------
     def add_row(self, row: Row) -> Row:
@@ -255,14 +273,23 @@ class _Tracer(TorchDispatchMode):
         frame = self.stack[-1] if self.stack else None
         allocates = bool(outs) and not func.is_view and not func._schema.is_mutable
         row = frame.row if frame is not None else None
+        inputs = [a for a in _flatten(args) + _flatten(list(kwargs.values()))
+                  if isinstance(a, torch.Tensor)]
         if row is None:
             if func.is_view or (rf is None and not flops and not other):
                 self._assign(outs, rf)
-                return out  # reshapes and parameter-only ops are not rows of their own
+                # reshapes and parameter-only ops are not rows of their own: their outputs
+                # come from the row their input came from
+                source = next((s for t in inputs if (s := self.producer_of(t))), None)
+                if source is not None:
+                    for t in outs:
+                        self.producer[id(t)] = (t, source)
+                return out
             row = self.op_row(func)
             row.output_shape = tuple(outs[0].shape) if outs else None
             first = next((a for a in _flatten(args) if isinstance(a, torch.Tensor)), None)
             row.input_shape = None if first is None else tuple(first.shape)
+        self.link(row, inputs, outs)
         row.flops += flops // self.batch
         if other is None:
             row.notes.append(f"no op-count rule for {func}")
@@ -520,6 +547,7 @@ def summarize(
     tracer.set_rf(x, input_rf())
     input_row = tracer.add_row(Row("input", "Input", "input"))
     tracer.owner[id(x)] = (x, input_row)
+    tracer.producer[id(x)] = (x, input_row)
     tracer.finish_row(input_row, x)
 
     run = _Run(model)

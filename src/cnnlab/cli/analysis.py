@@ -89,13 +89,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--input", type=input_size, default=None)
     p.set_defaults(func=run_rf)
 
-    p = sub.add_parser("erf", help="effective receptive field (Luo et al. 2016) of a layer")
-    p.add_argument("model")
-    p.add_argument("--layer", required=True, help="qualified module name, e.g. features.12")
-    p.add_argument("--input", type=input_size, default=None)
-    p.add_argument("--samples", type=positive, default=4)
-    p.add_argument("--out", type=png_path, default=None, help="write the gradient map as a PNG")
-    p.set_defaults(func=run_erf)
+    add_erf_parser(sub)
 
     p = sub.add_parser("calc", help="the lectures' formulas by hand")
     calc = p.add_subparsers(dest="what", metavar="WHAT", parser_class=type(p))
@@ -109,6 +103,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--c-in", type=positive, default=None)
     c.add_argument("--c-out", type=positive, default=None)
     c.set_defaults(func=run_calc_conv)
+
+
+def add_erf_parser(sub: argparse._SubParsersAction) -> None:
+    """`erf`, here and as `cnnlab viz erf` (the same command in the figures family)."""
+    p = sub.add_parser("erf", help="effective receptive field (Luo et al. 2016) of a layer")
+    p.add_argument("model")
+    p.add_argument("--layer", required=True, help="qualified module name, e.g. features.12")
+    p.add_argument("--input", type=input_size, default=None)
+    p.add_argument("--samples", type=positive, default=4)
+    p.add_argument("--out", type=png_path, default=None, help="write the gradient map as a PNG")
+    p.set_defaults(func=run_erf)
 
 
 def _default_input(name: str, given: tuple[int, int, int] | None) -> tuple[int, int, int]:
@@ -142,16 +147,22 @@ def run_summary(args: argparse.Namespace) -> int:
     return 0
 
 
+def _local(rf) -> str:  # type: ignore[no-untyped-def]
+    return "" if rf is None else render._num(rf.local_size)
+
+
 def run_rf(args: argparse.Namespace) -> int:
     size = _default_input(args.model, args.input)
     summary = summarize(args.model, size)
-    table = Table("stage", "module", "output shape", "RF size", "jump", "start",
-                  title=f"{args.model} receptive field @ {'x'.join(map(str, size))}")
+    table = Table("stage", "module", "output shape", "RF size", "jump", "start", "local RF",
+                  title=f"{args.model} receptive field @ {'x'.join(map(str, size))}",
+                  caption=render.GLOBAL_NOTE, caption_justify="left")
     for i, stage in enumerate(summary.stages):
         shape, rf = summary.module_outputs.get(stage["module"], (None, None))
         table.add_row(str(i), stage["module"], "x".join(map(str, shape or ())),
-                      *render._rf_cells(rf))
-    table.add_row("features", "forward_features", "", *render._rf_cells(summary.receptive_field))
+                      *render._rf_cells(rf), _local(rf))
+    table.add_row("features", "forward_features", "", *render._rf_cells(summary.receptive_field),
+                  _local(summary.receptive_field))
     Console(width=200).print(table)
     for line in summary.unaccounted:
         print(f"UNACCOUNTED: {line}")

@@ -20,7 +20,8 @@ EPOCHS = 6
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo", help="the README demo: train LeNet-5 on the bundled MNIST sample")
-    p.add_argument("--out", default="runs/demo", help="output folder (default runs/demo)")
+    p.add_argument("--out", help="output folder (default runs/demo, or runs/demo-2, ... when "
+                   "that holds an earlier demo)")
     p.add_argument("--epochs", type=int, default=EPOCHS)
     p.set_defaults(func=run)
 
@@ -31,13 +32,14 @@ def run(args: argparse.Namespace) -> int:
     from cnnlab.cli.train import summary_table
     from cnnlab.registry import model_info
     from cnnlab.train.run import RunSpec, train
+    from cnnlab.train.runfolder import fresh_default
 
     console = Console()
     info = model_info(MODEL)
     console.rule(f"[bold]cnnlab demo: {MODEL} on {DATA} (10k train / official 10k test)")
     console.print(rich_table(summarize(MODEL, input_size=info.input_size), compact=True))
     spec = RunSpec(model=MODEL, data=DATA, recipe="fast_cpu", epochs=args.epochs,
-                   device="cpu", out=args.out)
+                   device="cpu", out=args.out or str(fresh_default("runs/demo")))
     result = train(spec, console)
     console.print(summary_table(result))
     if not result.history or "test_top1" not in result.history[-1]:

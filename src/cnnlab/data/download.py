@@ -1,8 +1,9 @@
-"""Safe downloads: retries, resume with HTTP Range, MD5 before rename, safe extraction.
+"""Safe downloads: retries, resume with HTTP Range, checksum before rename, safe extraction.
 
-A file is written to ``NAME.part`` and renamed to ``NAME`` only once its MD5 matches the
-official one; a dropped connection leaves the ``.part`` file to be resumed (``Range:
-bytes=N-``) by the next attempt or the next run; a mismatch deletes it. Archives are checked
+A file is written to ``NAME.part`` and renamed to ``NAME`` only once its MD5 (or SHA-256, or
+a SHA-256 prefix, as torchvision publishes for its weights) matches the official one; a
+dropped connection leaves the ``.part`` file to be resumed (``Range: bytes=N-``) by the next
+attempt or the next run; a mismatch deletes it. Archives are checked
 member by member before anything is extracted, then unpacked into a temporary folder in the
 root and moved into place, so a refused or broken archive leaves nothing behind.
 """
@@ -35,6 +36,7 @@ __all__ = [
     "fetch",
     "md5_file",
     "safe_extract",
+    "sha256_file",
     "verify",
 ]
 
@@ -46,7 +48,7 @@ class DownloadError(DatasetError):
 
 
 class ChecksumError(DownloadError):
-    """The fetched bytes do not have the official MD5."""
+    """The fetched bytes do not have the official MD5 (or SHA-256)."""
 
 
 class _Retryable(Exception):
@@ -59,6 +61,26 @@ def md5_file(path: str | Path, chunk: int = 1 << 20) -> str:
         while block := fh.read(chunk):
             digest.update(block)
     return digest.hexdigest()
+
+
+def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _checksum(md5: str | None, sha256: str | None) -> tuple[str, str, Callable[[Path], str]]:
+    """(name, expected value or prefix, function of a file) of the check ``fetch`` makes."""
+    if (md5 is None) == (sha256 is None):
+        raise ValueError("fetch needs exactly one of md5= and sha256=")
+    if md5 is not None:
+        return "MD5", md5, md5_file
+    assert sha256 is not None
+    if not sha256 or len(sha256) > 64:
+        raise ValueError(f"sha256= must be 1 to 64 hex digits, got {sha256!r}")
+    return "SHA-256", sha256.lower(), lambda p: sha256_file(p)[: len(sha256)]
 
 
 def _fetch_once(url: str, part: Path, timeout: float) -> None:
@@ -119,20 +141,23 @@ def _fetch_with_retries(
 def fetch(
     urls: str | tuple[str, ...],
     dest: str | Path,
-    md5: str,
+    md5: str | None = None,
     *,
+    sha256: str | None = None,
     retries: int = 3,
     timeout: float = 60.0,
     backoff: float = 1.0,
     log: Log | None = None,
 ) -> Path:
     """Download ``dest`` from the first of ``urls`` that serves it, resuming ``dest.part``;
-    rename to ``dest`` only when the MD5 equals ``md5``. An existing good ``dest`` is kept."""
+    rename to ``dest`` only when the MD5 equals ``md5`` (or the SHA-256 starts with
+    ``sha256``, a full digest or a prefix). An existing good ``dest`` is kept."""
     if retries < 0:
         raise ValueError(f"retries must be 0 or more, got {retries}")
+    kind, expected, digest_of = _checksum(md5, sha256)
     urls = (urls,) if isinstance(urls, str) else tuple(urls)
     dest = Path(dest)
-    if dest.is_file() and md5_file(dest) == md5:
+    if dest.is_file() and digest_of(dest) == expected:
         return dest
     dest.parent.mkdir(parents=True, exist_ok=True)
     part = dest.with_name(dest.name + ".part")
@@ -140,11 +165,11 @@ def fetch(
     for url in urls:  # mirrors in order; a partial file carries over (same bytes)
         if not _fetch_with_retries(url, part, retries, timeout, backoff, failures, log):
             continue
-        actual = md5_file(part) if part.exists() else "nothing (empty response)"
-        if actual != md5:
+        actual = digest_of(part) if part.exists() else "nothing (empty response)"
+        if actual != expected:
             part.unlink(missing_ok=True)
             raise ChecksumError(
-                f"{url}: MD5 of {dest.name} is {actual}, expected {md5}; "
+                f"{url}: {kind} of {dest.name} is {actual}, expected {expected}; "
                 "the partial download was deleted"
             )
         os.replace(part, dest)

@@ -7,6 +7,11 @@ Both loaders yield ``(x float32 normalised NCHW, y int64)`` on the device, reshu
 index of the epoch's permutation, so across ranks every sample is seen exactly once per epoch
 (ranks differ by at most one sample; nothing is padded or repeated). The order and the
 augmentation depend only on (seed, epoch, rank), never on the number of workers.
+
+Each batch is augmented with its own generator, seeded by (seed, epoch, rank, batch), so the
+position within an epoch is one number: ``state_dict()`` says how many batches were served and
+``load_state_dict`` makes the next iteration continue after them (a run checkpointed in the
+middle of an epoch resumes exactly, on every rank).
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import torch.nn.functional as F
 
 from cnnlab.data.dataset import ImageTensorDataset
 from cnnlab.data.transforms import Normalizer
+from cnnlab.data.transforms import resize as resize_images
 
 __all__ = ["DeviceLoader", "FolderLoader", "epoch_indices", "make_loader", "mix_seed"]
 
@@ -64,11 +70,23 @@ class _EpochBatches:
         self.n, self.batch_size, self.shuffle, self.seed = n, batch_size, shuffle, seed
         self.drop_last, self.rank, self.world_size = drop_last, rank, world_size
         self.epoch = 0
+        self.served = 0  # batches of the current epoch handed out so far
+        self._resume: dict[str, Any] | None = None
         _check_rank(rank, world_size)
 
     def set_epoch(self, epoch: int) -> None:
         """Reseed the shuffle (and augmentation) for ``epoch``."""
         self.epoch = int(epoch)
+        self._resume = None
+
+    def state_dict(self) -> dict[str, Any]:
+        """The position within the current epoch: its number and the batches served."""
+        return {"epoch": self.epoch, "batch": self.served}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Make the next iteration continue ``state``'s epoch after its served batches."""
+        self.epoch = int(state["epoch"])
+        self._resume = dict(state)
 
     @property
     def shard_size(self) -> int:
@@ -85,16 +103,22 @@ class _EpochBatches:
             return self.shard_size // self.batch_size
         return -(-self.shard_size // self.batch_size)
 
-    def _batches(self) -> Iterator[torch.Tensor]:
+    def _start(self) -> int:
+        """Begin an iteration: the first batch to serve (0, or where a loaded state was)."""
+        resume, self._resume = self._resume, None
+        self.served = 0 if resume is None else int(resume["batch"])
+        return self.served
+
+    def _augment_generator(self, batch: int) -> torch.Generator:
+        return torch.Generator().manual_seed(mix_seed(self.seed, self.epoch, self.rank, 1, batch))
+
+    def _batches(self, start: int = 0) -> Iterator[torch.Tensor]:
         order = epoch_indices(
             self.n, shuffle=self.shuffle, seed=self.seed, epoch=self.epoch,
             rank=self.rank, world_size=self.world_size,
         )
-        for b in range(len(self)):
+        for b in range(start, len(self)):
             yield order[b * self.batch_size : (b + 1) * self.batch_size]
-
-    def _augment_generator(self) -> torch.Generator:
-        return torch.Generator().manual_seed(mix_seed(self.seed, self.epoch, self.rank, 1))
 
 
 def _centre_in(images: torch.Tensor, size: tuple[int, int] | None) -> torch.Tensor:
@@ -115,7 +139,8 @@ class DeviceLoader(_EpochBatches):
     ``lambda x, g: random_flip(random_crop(x, 32, 4, generator=g), generator=g)``).
     ``mean``/``std`` default to the dataset's own. ``pad_to=(H, W)`` centres smaller images in
     a field of zeros (the background) once, up front, instead of padding every batch (LeNet-5's
-    28x28 MNIST digits in its 32x32 input).
+    28x28 MNIST digits in its 32x32 input). ``resize=(H, W)`` resizes every batch (bilinear)
+    before it is augmented (AlexNet on 28x28 digits).
     """
 
     def __init__(
@@ -133,12 +158,14 @@ class DeviceLoader(_EpochBatches):
         rank: int = 0,
         world_size: int = 1,
         pad_to: tuple[int, int] | None = None,
+        resize: tuple[int, int] | None = None,
     ) -> None:
         super().__init__(
             len(dataset), batch_size, shuffle=shuffle, seed=seed, drop_last=drop_last,
             rank=rank, world_size=world_size,
         )
         self.device = torch.device(device)
+        self.resize = resize
         self.images = _centre_in(dataset.images.to(self.device), pad_to)
         self.labels = dataset.labels.to(self.device)
         self.mean = list(dataset.mean if mean is None else mean)
@@ -147,12 +174,15 @@ class DeviceLoader(_EpochBatches):
         self.train_transform = train_transform
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        generator = self._augment_generator()
-        for idx in self._batches():
+        start = self._start()
+        for b, idx in enumerate(self._batches(start), start):
             idx = idx.to(self.device)
             x = self.images.index_select(0, idx)
+            if self.resize is not None:  # per batch: the enlarged dataset might not fit
+                x = resize_images(x, self.resize)
             if self.train_transform is not None:
-                x = self.train_transform(x, generator)
+                x = self.train_transform(x, self._augment_generator(b))
+            self.served += 1
             yield self._normalize(x), self.labels.index_select(0, idx)
 
 
@@ -230,19 +260,23 @@ class FolderLoader(_EpochBatches):
         self.num_workers = num_workers
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        start = self._start()
         self.samples.epoch = self.epoch
         loader = torch.utils.data.DataLoader(
             self.samples,
-            batch_sampler=[idx.tolist() for idx in self._batches()],
+            batch_sampler=[idx.tolist() for idx in self._batches(start)],
             num_workers=self.num_workers,
             collate_fn=_collate,
             pin_memory=self.device.type == "cuda",
+            # Its own generator: DataLoader would otherwise draw its workers' base seed from
+            # the global RNG, which a resumed run must find exactly as the checkpoint left it.
+            generator=torch.Generator().manual_seed(mix_seed(self.seed, self.epoch, self.rank, 3)),
         )
-        generator = self._augment_generator()
-        for x, y in loader:
+        for b, (x, y) in enumerate(loader, start):
             x = x.to(self.device, non_blocking=True)
             if self.train_transform is not None:
-                x = self.train_transform(x, generator)
+                x = self.train_transform(x, self._augment_generator(b))
+            self.served += 1
             yield self._normalize(x), y.to(self.device, non_blocking=True)
 
 

@@ -1,12 +1,19 @@
 """Inception-v4 and Inception-ResNet-v2 (Szegedy, Ioffe, Vanhoucke, Alemi 2017).
 
-Inception-v4 is built from the paper's Figs. 3-9. Inception-ResNet-v2 is built in the form of
-the released model (TF-slim's checkpoint, whose ~55.8M parameters are the commonly published
-figure): the paper's Figs. 15-19 disagree with themselves on the channel widths (1152 vs 1154
-after Reduction-A, 2144 vs 2048 after Reduction-B), and the released model settles them; its
-deviations from the figures are listed on the builder. Every convolution is conv-BN-ReLU (the
-paper's "V" marks valid padding, the rest are "same"), except the linear 1x1 up-projections of
-the residual blocks.
+Both are built by default in the form of the released models (TF-slim's checkpoints, which
+timm ports), so that their weights load: :func:`convert_timm_state_dict` maps timm's key
+names onto these modules. Inception-v4's released model orders some asymmetric convolutions the
+other way round from the paper's Figs. 3, 5 and 6; ``paper=True`` builds the figures' order
+(see :class:`InceptionV4`). Inception-ResNet-v2's figures (15-19) disagree with themselves on
+the channel widths (1152 vs 1154 after Reduction-A, 2144 vs 2048 after Reduction-B), and the
+released model settles them; its deviations from the figures are listed on the builder. Every
+convolution is conv-BN-ReLU (the paper's "V" marks valid padding, the rest are "same"), except
+the linear 1x1 up-projections of the residual blocks.
+
+Branch order: a filter concatenation's branches are concatenated in the release's order (the
+convolutions first, the pooling branch last). The figures draw the pooling branch on the left,
+but a figure does not number the branches, and the order only permutes channels (the next
+layer's weights absorb it); the release's order is the one its weights need.
 """
 
 from __future__ import annotations
@@ -20,8 +27,8 @@ from cnnlab.models.googlenet import BasicConv2d
 from cnnlab.registry import Paper, register_model
 
 __all__ = [
-    "InceptionResNetV2", "InceptionV4", "inception_resnet_v2", "inception_resnet_v2_paper",
-    "inception_v4",
+    "InceptionResNetV2", "InceptionV4", "convert_timm_state_dict", "inception_resnet_v2",
+    "inception_resnet_v2_paper", "inception_v4",
 ]
 
 INCEPTION_V4_PAPER = Paper(
@@ -61,14 +68,18 @@ def chain(cin: int, *layers: tuple) -> nn.Sequential:
 
 
 class Concat(nn.Module):
-    """Branches side by side on the same input, concatenated along channels."""
+    """Branches side by side on the same input, concatenated along channels in order.
+
+    The children are named ``branch0``, ``branch1``, ... as in the released models.
+    """
 
     def __init__(self, *branches: nn.Module) -> None:
         super().__init__()
-        self.branches = nn.ModuleList(branches)
+        for i, branch in enumerate(branches):
+            self.add_module(f"branch{i}", branch)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.cat([b(x) for b in self.branches], 1)
+        return torch.cat([b(x) for b in self.children()], 1)
 
 
 def avgpool_proj(cin: int, out: int) -> nn.Sequential:
@@ -83,68 +94,90 @@ def maxpool_v() -> nn.MaxPool2d:
 # --- Inception-v4 (Figs. 3-9) -------------------------------------------------------------------
 
 
-def stem_v4(cin: int) -> nn.Sequential:
-    """Fig. 3: 299x299x3 -> 35x35x384 (shared by Inception-v4 and the paper's IR-v2)."""
-    return nn.Sequential(
-        chain(cin, (32, 3, 2, True), (32, 3, 1, True), (64, 3)),
+def asym(n: int, first_vertical: bool) -> tuple[tuple[int, int], tuple[int, int]]:
+    """The two halves of a factorised n x n convolution: (n x 1, 1 x n) or the other way."""
+    return ((n, 1), (1, n)) if first_vertical else ((1, n), (n, 1))
+
+
+def stem_v4(cin: int, paper: bool = False) -> list[nn.Module]:
+    """Fig. 3: 299x299x3 -> 35x35x384, as four layers and three filter concatenations.
+
+    The 7x7 factorisation is 7x1-then-1x7 in Fig. 3 and 1x7-then-7x1 in the release.
+    """
+    s7a, s7b = asym(7, first_vertical=paper)
+    return [
+        conv(cin, 32, 3, 2, True), conv(32, 32, 3, 1, True), conv(32, 64, 3),
         Concat(maxpool_v(), conv(64, 96, 3, 2, True)),  # 73x73x160
         Concat(
             chain(160, (64, 1), (96, 3, 1, True)),
-            chain(160, (64, 1), (64, (7, 1)), (64, (1, 7)), (96, 3, 1, True)),
+            chain(160, (64, 1), (64, s7a), (64, s7b), (96, 3, 1, True)),
         ),  # 71x71x192
         Concat(conv(192, 192, 3, 2, True), maxpool_v()),  # 35x35x384
-    )
+    ]
 
 
 def inception_a(cin: int) -> Concat:
     """Fig. 4: 35x35 module, 4 x 96 = 384 channels."""
     return Concat(
-        avgpool_proj(cin, 96), conv(cin, 96, 1), chain(cin, (64, 1), (96, 3)),
-        chain(cin, (64, 1), (96, 3), (96, 3)),
+        conv(cin, 96, 1), chain(cin, (64, 1), (96, 3)), chain(cin, (64, 1), (96, 3), (96, 3)),
+        avgpool_proj(cin, 96),
     )
 
 
 def reduction_a(cin: int, k: int, l: int, m: int, n: int) -> Concat:
-    """Fig. 7: 35x35 -> 17x17, ``cin + n + m`` channels."""
+    """Fig. 7: 35x35 -> 17x17, ``n + m + cin`` channels (max-pool branch last)."""
     return Concat(
-        maxpool_v(), conv(cin, n, 3, 2, True), chain(cin, (k, 1), (l, 3), (m, 3, 2, True))
+        conv(cin, n, 3, 2, True), chain(cin, (k, 1), (l, 3), (m, 3, 2, True)), maxpool_v()
     )
 
 
-def inception_b(cin: int) -> Concat:
-    """Fig. 5: 17x17 module, 128 + 384 + 256 + 256 = 1024 channels."""
+def inception_b(cin: int, paper: bool = False) -> Concat:
+    """Fig. 5: 17x17 module, 384 + 256 + 256 + 128 = 1024 channels.
+
+    The double 7x7 branch starts with a 1x7 in Fig. 5 and with a 7x1 in the release.
+    """
+    a, b = asym(7, first_vertical=not paper)
     return Concat(
-        avgpool_proj(cin, 128), conv(cin, 384, 1),
+        conv(cin, 384, 1),
         chain(cin, (192, 1), (224, (1, 7)), (256, (7, 1))),
-        chain(cin, (192, 1), (192, (1, 7)), (224, (7, 1)), (224, (1, 7)), (256, (7, 1))),
+        chain(cin, (192, 1), (192, a), (224, b), (224, a), (256, b)),
+        avgpool_proj(cin, 128),
     )
 
 
 def reduction_b(cin: int) -> Concat:
-    """Fig. 8: 17x17 -> 8x8, ``cin + 192 + 320`` channels."""
+    """Fig. 8: 17x17 -> 8x8, ``192 + 320 + cin`` channels (max-pool branch last)."""
     return Concat(
-        maxpool_v(), chain(cin, (192, 1), (192, 3, 2, True)),
-        chain(cin, (256, 1), (256, (1, 7)), (320, (7, 1)), (320, 3, 2, True)),
+        chain(cin, (192, 1), (192, 3, 2, True)),
+        chain(cin, (256, 1), (256, (1, 7)), (320, (7, 1)), (320, 3, 2, True)), maxpool_v(),
     )
 
 
 class InceptionC(nn.Module):
-    """Fig. 6: 8x8 module whose 3x3s split into 1x3 and 3x1 side by side: 1536 channels."""
+    """Fig. 6: 8x8 module whose 3x3s split into 1x3 and 3x1 side by side: 1536 channels.
 
-    def __init__(self, cin: int) -> None:
+    The child names are the release's. Its deeper branch (branch2_*) is 1x3-then-3x1 in
+    Fig. 6 and 3x1-then-1x3 in the release.
+    """
+
+    def __init__(self, cin: int, paper: bool = False) -> None:
         super().__init__()
-        self.pool = avgpool_proj(cin, 256)
-        self.b1 = conv(cin, 256, 1)
-        self.b2 = conv(cin, 384, 1)
-        self.b2a, self.b2b = conv(384, 256, (1, 3)), conv(384, 256, (3, 1))
-        self.b3 = chain(cin, (384, 1), (448, (1, 3)), (512, (3, 1)))
-        self.b3a, self.b3b = conv(512, 256, (3, 1)), conv(512, 256, (1, 3))
+        a, b = asym(3, first_vertical=not paper)
+        self.branch0 = conv(cin, 256, 1)
+        self.branch1_0 = conv(cin, 384, 1)
+        self.branch1_1a, self.branch1_1b = conv(384, 256, (1, 3)), conv(384, 256, (3, 1))
+        self.branch2_0 = conv(cin, 384, 1)
+        self.branch2_1, self.branch2_2 = conv(384, 448, a), conv(448, 512, b)
+        self.branch2_3a, self.branch2_3b = conv(512, 256, (1, 3)), conv(512, 256, (3, 1))
+        self.branch3 = avgpool_proj(cin, 256)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        b2, b3 = self.b2(x), self.b3(x)
-        return torch.cat(
-            [self.pool(x), self.b1(x), self.b2a(b2), self.b2b(b2), self.b3a(b3), self.b3b(b3)], 1
-        )
+        b1 = self.branch1_0(x)
+        b2 = self.branch2_2(self.branch2_1(self.branch2_0(x)))
+        return torch.cat([
+            self.branch0(x), self.branch1_1a(b1), self.branch1_1b(b1), self.branch2_3a(b2),
+            self.branch2_3b(b2), self.branch3(x),
+        ], 1)
 
 
 class _Inception299(Classifier):
@@ -164,23 +197,35 @@ class _Inception299(Classifier):
 
 
 class InceptionV4(_Inception299):
-    """Inception-v4 (Fig. 9): stem, 4 x A, Reduction-A, 7 x B, Reduction-B, 3 x C."""
+    """Inception-v4 (Fig. 9): stem, 4 x A, Reduction-A, 7 x B, Reduction-B, 3 x C.
 
-    def __init__(self, num_classes: int = 1000, in_chans: int = 3, dropout: float = 0.2) -> None:
+    ``paper=False`` (default) is the released model, whose weights load; ``paper=True`` orders
+    the factorised convolutions as the figures draw them: the stem's 7x7 as 7x1-then-1x7
+    (Fig. 3; the release: 1x7-then-7x1), every Inception-B's double 7x7 branch as
+    1x7, 7x1, 1x7, 7x1 (Fig. 5; the release: 7x1, 1x7, 7x1, 1x7) and every Inception-C's
+    deeper branch as 1x3-then-3x1 (Fig. 6; the release: 3x1-then-1x3). The parameter counts
+    are equal; the weight shapes, and so the functions, are not.
+    """
+
+    def __init__(
+        self, num_classes: int = 1000, in_chans: int = 3, *, paper: bool = False,
+        dropout: float = 0.2,
+    ) -> None:
         super().__init__()
         self.in_chans = in_chans
         n_a, n_b, n_c = V4_DEPTHS
         k, l, m, n = REDUCTION_A_KLMN["inception_v4"]
-        layers: list[nn.Module] = [stem_v4(in_chans)]
+        stem = stem_v4(in_chans, paper)
+        layers: list[nn.Module] = list(stem)
         layers += [inception_a(384) for _ in range(n_a)]
-        layers += [reduction_a(384, k, l, m, n)]  # 384 + n + m = 1024
-        layers += [inception_b(1024) for _ in range(n_b)]
-        layers += [reduction_b(1024)]  # 1024 + 192 + 320 = 1536
-        layers += [InceptionC(1536) for _ in range(n_c)]
+        layers += [reduction_a(384, k, l, m, n)]  # n + m + 384 = 1024
+        layers += [inception_b(1024, paper) for _ in range(n_b)]
+        layers += [reduction_b(1024)]  # 192 + 320 + 1024 = 1536
+        layers += [InceptionC(1536, paper) for _ in range(n_c)]
         self.features = nn.Sequential(*layers)
-        last_a, last_b = n_a, n_a + 1 + n_b
+        last_a, last_b = len(stem) - 1 + n_a, len(stem) + n_a + n_b
         self.feature_info = [
-            {"channels": 384, "reduction": 8, "module": "features.0"},
+            {"channels": 384, "reduction": 8, "module": f"features.{len(stem) - 1}"},
             {"channels": 384, "reduction": 8, "module": f"features.{last_a}"},
             {"channels": 1024, "reduction": 16, "module": f"features.{last_b}"},
             {"channels": 1536, "reduction": 32, "module": f"features.{len(layers) - 1}"},
@@ -237,27 +282,25 @@ def block8(c: int, scale: float, relu: bool = True) -> ResidualInception:
     )
 
 
-def stem_irv2(cin: int) -> nn.Sequential:
+def stem_irv2(cin: int) -> list[nn.Module]:
     """The released model's stem: Inception-v3's (to 35x35x192) and a 35x35 Inception
     module ("Mixed_5b": 96 | 48-64(5x5) | 64-96-96 | avgpool-64) to 320 channels."""
-    return nn.Sequential(
-        chain(cin, (32, 3, 2, True), (32, 3, 1, True), (64, 3)),
-        maxpool_v(),
-        chain(64, (80, 1), (192, 3, 1, True)),
-        maxpool_v(),
+    return [
+        conv(cin, 32, 3, 2, True), conv(32, 32, 3, 1, True), conv(32, 64, 3), maxpool_v(),
+        conv(64, 80, 1), conv(80, 192, 3, 1, True), maxpool_v(),
         Concat(
             conv(192, 96, 1), chain(192, (48, 1), (64, 5)), chain(192, (64, 1), (96, 3), (96, 3)),
             avgpool_proj(192, 64),
         ),
-    )
+    ]
 
 
 def reduction_b_irv2(cin: int) -> Concat:
-    """Fig. 18: 17x17 -> 8x8, ``cin + 384 + 288 + 320`` channels."""
+    """Fig. 18: 17x17 -> 8x8, ``384 + 288 + 320 + cin`` channels (max-pool branch last)."""
     return Concat(
-        maxpool_v(), chain(cin, (256, 1), (384, 3, 2, True)),
+        chain(cin, (256, 1), (384, 3, 2, True)),
         chain(cin, (256, 1), (288, 3, 2, True)),
-        chain(cin, (256, 1), (288, 3), (320, 3, 2, True)),
+        chain(cin, (256, 1), (288, 3), (320, 3, 2, True)), maxpool_v(),
     )
 
 
@@ -284,7 +327,8 @@ class InceptionResNetV2(_Inception299):
         c35 = 384 if paper else 320
         c17 = c35 + n + m  # 1152 (paper) or 1088 (released)
         c8 = c17 + 384 + 288 + 320  # 2144 or 2080
-        layers: list[nn.Module] = [stem_v4(in_chans) if paper else stem_irv2(in_chans)]
+        stem = stem_v4(in_chans, paper=True) if paper else stem_irv2(in_chans)
+        layers: list[nn.Module] = list(stem)
         layers += [block35(c35, s_a) for _ in range(n_a)]
         layers += [reduction_a(c35, k, l, m, n)]
         layers += [block17(c17, s_b) for _ in range(n_b)]
@@ -298,9 +342,9 @@ class InceptionResNetV2(_Inception299):
             layers += [conv(c8, 1536, 1)]
             out = 1536
         self.features = nn.Sequential(*layers)
-        last_a, last_b = n_a, n_a + 1 + n_b
+        last_a, last_b = len(stem) - 1 + n_a, len(stem) + n_a + n_b
         self.feature_info = [
-            {"channels": c35, "reduction": 8, "module": "features.0"},
+            {"channels": c35, "reduction": 8, "module": f"features.{len(stem) - 1}"},
             {"channels": c35, "reduction": 8, "module": f"features.{last_a}"},
             {"channels": c17, "reduction": 16, "module": f"features.{last_b}"},
             {"channels": out, "reduction": 32, "module": f"features.{len(layers) - 1}"},
@@ -321,6 +365,12 @@ class InceptionResNetV2(_Inception299):
     error_source="Szegedy et al. 2017, Table 2 (single crop, single model)",
     recipe="szegedy2017",
     deviations=(
+        "the released (TF-slim) model's order of factorised convolutions, so its weights "
+        "load: the stem's 7x7 as 1x7-then-7x1 (Fig. 3: 7x1-then-1x7), Inception-B's double "
+        "7x7 branch as 7x1, 1x7, 7x1, 1x7 (Fig. 5: 1x7 first), Inception-C's deeper branch as "
+        "3x1-then-1x3 (Fig. 6: 1x3 first); paper=True builds the figures' order",
+        "branches concatenated in the release's order, the pooling branch last (the figures "
+        "draw it on the left; the order only permutes channels)",
         "batch norm with eps 1e-3 after every convolution (the paper only says BN is used "
         "on top of the traditional layers, Sec. 3.3)",
         "adaptive average pool, so inputs from 75x75 work",
@@ -351,6 +401,8 @@ def inception_v4(**kwargs) -> InceptionV4:
         "a 1x1 conv-BN-ReLU to 1536 channels before the pool; the last 8x8 block is "
         "unscaled and has no ReLU",
         "residual scales 0.17/0.10/0.20 (within Sec. 3.3's 0.1-0.3)",
+        "Reduction-A/B concatenate the max-pool branch last, as the release does (the "
+        "figures draw it on the left; the order only permutes channels)",
         "batch norm with eps 1e-3 after every convolution except the residual up-projections",
         "adaptive average pool, so inputs from 75x75 work",
     ),
@@ -379,3 +431,59 @@ def inception_resnet_v2(**kwargs) -> InceptionResNetV2:
 def inception_resnet_v2_paper(**kwargs) -> InceptionResNetV2:
     """Inception-ResNet-v2 as Figs. 3, 7 and 15-19 draw it (no published weights)."""
     return InceptionResNetV2(paper=True, **kwargs)
+
+
+# --- timm's key names (the TF-slim ports) -------------------------------------------------------
+
+
+def _irv2_released_names() -> list[str]:
+    """timm's module names of the released Inception-ResNet-v2, in ``features`` order."""
+    n_a, n_b, n_c = IRV2_DEPTHS
+    names = ["conv2d_1a", "conv2d_2a", "conv2d_2b", "maxpool_3a", "conv2d_3b", "conv2d_4a",
+             "maxpool_5a", "mixed_5b"]
+    names += [f"repeat.{i}" for i in range(n_a)] + ["mixed_6a"]
+    names += [f"repeat_1.{i}" for i in range(n_b)] + ["mixed_7a"]
+    names += [f"repeat_2.{i}" for i in range(n_c - 1)] + ["block8", "conv2d_7b"]
+    return names
+
+
+def _timm_prefixes(model_name: str) -> dict[str, str]:
+    """timm key prefix -> cnnlab key prefix, for the modules whose names differ."""
+    if model_name == "inception_v4":
+        # Stem concatenations 3 and 5 hold one conv beside a max-pool; timm names it ``conv``.
+        return {"features.3.conv.": "features.3.branch1.",
+                "features.5.conv.": "features.5.branch0.", "last_linear.": "fc."}
+    if model_name == "inception_resnet_v2":
+        prefixes = {"classif.": "fc."}
+        for i, name in enumerate(_irv2_released_names()):
+            if name.startswith(("repeat", "block8")):
+                # A residual block: its branches sit in ``branches``, timm's conv2d is ``up``.
+                prefixes[f"{name}.conv2d."] = f"features.{i}.up."
+                prefixes[f"{name}.branch"] = f"features.{i}.branches.branch"
+            else:
+                prefixes[f"{name}."] = f"features.{i}."
+        return prefixes
+    raise ValueError(
+        f"no timm key mapping for {model_name!r}; known: inception_v4, inception_resnet_v2"
+    )
+
+
+def convert_timm_state_dict(
+    state_dict: dict[str, torch.Tensor], model_name: str
+) -> dict[str, torch.Tensor]:
+    """Rename the keys of timm's ``inception_v4`` / ``inception_resnet_v2`` state_dicts (the
+    ported TF-slim releases) to this module's; the tensors are passed through unchanged.
+
+    A key of neither layout is a ValueError naming it.
+    """
+    prefixes = _timm_prefixes(model_name)
+    # Longest prefix first, so that ``repeat_1.0.`` is not taken for ``repeat.``'s.
+    ordered = sorted(prefixes, key=len, reverse=True)
+    strict = model_name == "inception_resnet_v2"  # every one of its keys is renamed
+    converted = {}
+    for key, tensor in state_dict.items():
+        old = next((p for p in ordered if key.startswith(p)), None)
+        if old is None and strict:
+            raise ValueError(f"{key!r} is not a key of timm's {model_name} state_dict")
+        converted[key if old is None else prefixes[old] + key[len(old):]] = tensor
+    return converted

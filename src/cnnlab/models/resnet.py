@@ -85,8 +85,9 @@ class ResNet(Classifier):
     Options (keyword-only): ``stride_in_1x1`` (paper v1 vs torchvision v1.5),
     ``zero_init_residual`` (Goyal et al. 2017), ``drop_path_rate`` (Huang et al. 2016, linear
     decay over all blocks), ``se_reduction`` (Hu et al. 2018), ``groups``/``width_per_group``
-    (ResNeXt, Wide ResNet), ``residual=False`` (plain nets) and ``preact=True`` (He et al.
-    2016b: BN-ReLU-conv units and a final BN-ReLU before pooling).
+    (ResNeXt, Wide ResNet), ``residual=False`` (plain nets), ``preact=True`` (He et al.
+    2016b: BN-ReLU-conv units and a final BN-ReLU before pooling), and ``stem_pool_padding``,
+    ``stem_pool_ceil`` and ``bn_eps`` (the Caffe releases' pad-0/ceil max-pool and BN eps).
     """
 
     layer1: nn.Sequential
@@ -108,6 +109,9 @@ class ResNet(Classifier):
         se_reduction: int | None = None,
         residual: bool = True,
         preact: bool = False,
+        stem_pool_padding: int = 1,
+        stem_pool_ceil: bool = False,
+        bn_eps: float = 1e-5,
     ) -> None:
         super().__init__()
         self.in_chans = in_chans
@@ -119,7 +123,11 @@ class ResNet(Classifier):
         self.conv1 = nn.Conv2d(in_chans, 64, kernel_size=7, stride=2, padding=3, bias=False)
         self.bn1 = nn.BatchNorm2d(64)
         self.relu = nn.ReLU(inplace=True)
-        self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
+        self.maxpool = nn.MaxPool2d(
+            kernel_size=3, stride=2, padding=stem_pool_padding, ceil_mode=stem_pool_ceil
+        )
+        if stem_pool_padding == 0:
+            self.min_input_size = (5, 5)  # conv1 must leave the unpadded 3x3 pool a 3x3 map
         rates = linear_drop_path_rates(drop_path_rate, sum(spec.depths))
         shortcut = conv_shortcut if preact else conv_bn_shortcut
         channels, start = 64, 0
@@ -146,6 +154,9 @@ class ResNet(Classifier):
             self.feature_info[-1]["module"] = "final_act"
         self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.fc = nn.Linear(channels, num_classes)
+        for m in self.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.eps = bn_eps
         he_init(self, zero_init_residual)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
@@ -278,6 +289,21 @@ _SE_SOURCE = "hujie-frank/SENet released models, single 224 crop"
 # this is the paper's form, not a deviation; stride_in_1x1=False gives torchvision's v1.5.
 
 
+# The authors' released Caffe models (SE-ResNet-50/101/152, SE-ResNeXt-50) pool the stem with a
+# 3x3/2 max-pool of pad 0 in ceil mode and use BN eps 1e-4; the paper states neither. Those
+# builders default to the released form, because the declared errors are those models' and
+# their weights give them only in that form; released=False gives the pad-1/floor/1e-5 stem of
+# the other ResNets here. At 224x224 both pools give 56x56, so params and MACs are equal.
+_RELEASED = dict(stem_pool_padding=0, stem_pool_ceil=True, bn_eps=1e-4)
+_SE_RELEASED = ("the authors' released Caffe models' stem max-pool (3x3/2, pad 0, ceil mode) and "
+                "BN eps 1e-4, which the paper does not state; released=False gives pad 1, floor "
+                "and eps 1e-5 (the other ResNets' form)",)
+
+
+def _se_released(released: bool, kwargs: dict) -> dict:
+    return {**_RELEASED, **kwargs} if released else kwargs
+
+
 # GFLOPs from Hu et al. 2018, Table 2; params: ResNet + per block 2*C*C/16 + C/16 + C.
 @register_model(**_paper_info(11_778_592, paper=HU_2018, recipe="hu2018", macs=1_820_000_000))
 def se_resnet18(**kwargs) -> ResNet:
@@ -290,31 +316,36 @@ def se_resnet34(**kwargs) -> ResNet:
 
 
 @register_model(**_paper_info(28_088_024, paper=HU_2018, recipe="hu2018", macs=3_870_000_000,
-                              top1_error=22.37, top5_error=6.36, error_source=_SE_SOURCE))
-def se_resnet50(**kwargs) -> ResNet:
+                              top1_error=22.37, top5_error=6.36, error_source=_SE_SOURCE,
+                              deviations=_SE_RELEASED))
+def se_resnet50(*, released: bool = True, **kwargs) -> ResNet:
     kwargs.setdefault("stride_in_1x1", True)
-    return _resnet(50, se_reduction=16, **kwargs)
+    return _resnet(50, se_reduction=16, **_se_released(released, kwargs))
 
 
 @register_model(**_paper_info(49_326_872, paper=HU_2018, recipe="hu2018", macs=7_600_000_000,
-                              top1_error=21.75, top5_error=5.72, error_source=_SE_SOURCE))
-def se_resnet101(**kwargs) -> ResNet:
+                              top1_error=21.75, top5_error=5.72, error_source=_SE_SOURCE,
+                              deviations=_SE_RELEASED))
+def se_resnet101(*, released: bool = True, **kwargs) -> ResNet:
     kwargs.setdefault("stride_in_1x1", True)
-    return _resnet(101, se_reduction=16, **kwargs)
+    return _resnet(101, se_reduction=16, **_se_released(released, kwargs))
 
 
 @register_model(**_paper_info(66_821_848, paper=HU_2018, recipe="hu2018", macs=11_320_000_000,
-                              top1_error=21.34, top5_error=5.54, error_source=_SE_SOURCE))
-def se_resnet152(**kwargs) -> ResNet:
+                              top1_error=21.34, top5_error=5.54, error_source=_SE_SOURCE,
+                              deviations=_SE_RELEASED))
+def se_resnet152(*, released: bool = True, **kwargs) -> ResNet:
     kwargs.setdefault("stride_in_1x1", True)
-    return _resnet(152, se_reduction=16, **kwargs)
+    return _resnet(152, se_reduction=16, **_se_released(released, kwargs))
 
 
 # ResNeXt keeps its stride on the grouped 3x3 (Xie et al. 2017): Table 2's 4.25 GFLOPs.
 @register_model(**_paper_info(27_559_896, paper=HU_2018, recipe="hu2018", macs=4_250_000_000,
-                              top1_error=20.97, top5_error=5.54, error_source=_SE_SOURCE))
-def se_resnext50_32x4d(**kwargs) -> ResNet:
-    return _resnet(50, groups=32, width_per_group=4, se_reduction=16, **kwargs)
+                              top1_error=20.97, top5_error=5.54, error_source=_SE_SOURCE,
+                              deviations=_SE_RELEASED))
+def se_resnext50_32x4d(*, released: bool = True, **kwargs) -> ResNet:
+    return _resnet(50, groups=32, width_per_group=4, se_reduction=16,
+                   **_se_released(released, kwargs))
 
 
 # --- Pre-activation ResNets (He et al. 2016b, Fig. 4e, ImageNet section) --------------------

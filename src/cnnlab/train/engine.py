@@ -38,6 +38,7 @@ from rich.text import Text
 
 from cnnlab.train import schedules as S
 from cnnlab.train.checkpoint import (
+    CHECKPOINT,
     capture_rng,
     export_safetensors,
     restore_rng,
@@ -48,19 +49,27 @@ from cnnlab.train.distributed import DistContext, all_reduce_sum, broadcast_buff
 from cnnlab.train.metrics import correct_topk, plot_curves, write_logs
 from cnnlab.train.optim import build_optimizer, set_lr
 from cnnlab.train.recipes import Recipe, build_schedule, recipe_for_model, total_steps
+from cnnlab.train.runfolder import checkpoint_path
 
 __all__ = [
+    "CHECKPOINT",
     "EMA",
+    "CheckpointWriteError",
     "FitResult",
     "NonFiniteLoss",
+    "RunInterrupted",
     "evaluate",
     "fit",
     "prepare_out_dir",
+    "run_is_complete",
     "seed_everything",
 ]
 
-CHECKPOINT = "checkpoint.pt"
 FORMAT = "cnnlab-checkpoint-1"
+CHECKPOINT_SECONDS = 300.0  # the default checkpoint interval within an epoch (5 minutes)
+# curves.png is redrawn with a checkpoint once this much training time has passed since it was
+# last drawn (a drawing costs about a second), and always when the run ends.
+CURVES_SECONDS = 60.0
 
 
 class Loader(Protocol):
@@ -242,7 +251,41 @@ class FitResult:
     checkpoint: Path | None
     weights: Path | None = None
     stopped: str | None = None  # why training stopped early, in one sentence
-    diverged: bool = False  # stopped by a NaN/Inf loss (no weights are exported then)
+    diverged: bool = False  # stopped by a NaN/Inf loss (the weights are the last good ones)
+    best: Path | None = None  # best.safetensors: the weights of the best epoch so far
+    complete: bool = False  # resumed a run that had already done all its training
+
+
+class RunInterrupted(KeyboardInterrupt):
+    """Ctrl-C during training; says where the last checkpoint is and how to continue."""
+
+    def __init__(self, out_dir: Path, checkpoint: Path | None, epoch: int, step: int) -> None:
+        self.out_dir, self.checkpoint, self.epoch, self.step = out_dir, checkpoint, epoch, step
+        if checkpoint is None:
+            text = "interrupted before the first checkpoint; nothing of this run was saved"
+        else:
+            text = (f"interrupted; the last checkpoint is {checkpoint} (epoch {epoch}, step "
+                    f"{step:,}); continue with: cnnlab train --resume {out_dir}")
+        super().__init__(text)
+
+
+class CheckpointWriteError(OSError):
+    """A checkpoint (or a file written with it) could not be written, e.g. the disk is full."""
+
+
+def run_is_complete(checkpoint: dict[str, Any], recipe: Recipe) -> bool:
+    """Whether ``checkpoint`` has already trained every epoch (or step) ``recipe`` asks for."""
+    if checkpoint.get("position"):
+        return False
+    return int(checkpoint["epoch"]) >= recipe.epochs or bool(
+        recipe.max_steps and int(checkpoint["step"]) >= recipe.max_steps)
+
+
+def _best_split(recipe: Recipe, row: dict[str, Any]) -> str | None:
+    split = recipe.best_split
+    if split == "auto":
+        split = "val" if "val_top1" in row else "test"
+    return split if f"{split}_top1" in row else None
 
 
 def fit(
@@ -263,15 +306,21 @@ def fit(
     progress: bool = True,
     on_step: Callable[[int], None] | None = None,
     stop_at_test_top1: float | None = None,
+    log_every_s: float = 30.0,
 ) -> FitResult:
     """Train ``model`` under ``recipe``; everything it writes goes to ``out_dir``.
 
-    ``resume`` is a loaded checkpoint: weights, optimiser, schedule events, RNG states and
-    history are restored and training continues with the next epoch, so that on CPU the
-    result is tensor-equal to an uninterrupted run. Checkpoints are written at epoch ends,
-    so an interrupted epoch is trained again from its start. ``on_step`` (tests) is called after
-    every step. ``stop_at_test_top1`` ends the run after the first epoch whose test
-    accuracy reaches it (time-to-accuracy benchmarks).
+    ``resume`` is a loaded checkpoint: weights, optimiser, schedule events, RNG states,
+    history and the position within the epoch are restored and training continues where
+    it stopped, so that on CPU the result is tensor-equal to an uninterrupted run.
+    Checkpoints are written at every epoch's end and, within epochs, every
+    ``recipe.checkpoint_every`` steps (0: every ``CHECKPOINT_SECONDS``); each one also
+    rewrites the logs, model.safetensors, after a better epoch best.safetensors, and
+    curves.png (at most every ``CURVES_SECONDS``, and at the end). ``on_step`` (tests) is
+    called after every step.
+    ``stop_at_test_top1`` ends the run after the first epoch whose test accuracy reaches it
+    (time-to-accuracy benchmarks). When the console is not a terminal, a progress line is
+    printed every ``log_every_s`` seconds instead of a live bar.
     """
     device = torch.device(device)
     ctx = dist_ctx or DistContext()
@@ -280,6 +329,10 @@ def fit(
     recipe = recipe_for_model(model_name, recipe)
     if recipe.amp == "fp16" and device.type != "cuda":
         raise ValueError("amp=fp16 needs a CUDA device; on CPU use amp=bf16 or amp=none")
+    if resume is not None and run_is_complete(resume, recipe):
+        path = checkpoint_path(out_dir)
+        return FitResult(list(resume["metrics"]), Path(out_dir),
+                         path if path.exists() else None, complete=True)
 
     model.to(device)
     if recipe.channels_last:
@@ -294,8 +347,11 @@ def fit(
     scaler = torch.amp.GradScaler(device.type, enabled=recipe.amp == "fp16")
     ema = EMA(model, recipe.ema_decay) if recipe.ema_decay > 0 else None
     criterion = nn.CrossEntropyLoss(label_smoothing=recipe.label_smoothing)
+    resumable = hasattr(train_loader, "state_dict") and hasattr(train_loader, "load_state_dict")
 
     start_epoch, step, history = 0, 0, []
+    position: dict[str, Any] | None = None  # where in its epoch the resumed checkpoint was
+    best: dict[str, Any] | None = None  # {"split", "epoch", "top1"} of best.safetensors
     if resume is not None:
         unwrap(model).load_state_dict(resume["model"])
         optimizer.load_state_dict(resume["optimizer"])
@@ -306,6 +362,8 @@ def fit(
             ema.model.load_state_dict(resume["ema"])
         start_epoch, step = int(resume["epoch"]), int(resume["step"])
         history = list(resume["metrics"])
+        position = resume.get("position") if resumable else None
+        best = resume.get("best")
         restore_rng(resume["rng"])
 
     train_model: nn.Module = model
@@ -318,13 +376,79 @@ def fit(
     warmup = _find(schedule, S.WarmupUntil)
     plateau = _find(schedule, S.Plateau)
     # Only this run's checkpoints count as "the last good one" (or the one it resumes in out).
-    ckpt_path = out / CHECKPOINT if resume is not None and (out / CHECKPOINT).exists() else None
+    ckpt_file = checkpoint_path(out)
+    ckpt_path = ckpt_file if resume is not None and ckpt_file.exists() else None
+    saved_at = (start_epoch, step)  # (epoch, step) of the last checkpoint written or resumed
     if resume is not None and ctx.is_main:
         write_logs(history, out)  # drop rows a crashed run logged after its checkpoint
     stopped: str | None = None
     diverged = False
-    t_start = time.perf_counter() - (history[-1]["elapsed_s"] if history else 0.0)
+    elapsed0 = position["elapsed_s"] if position else (history[-1]["elapsed_s"] if history
+                                                         else 0.0)
+    t_start = time.perf_counter() - elapsed0
+    t_session, step_session = time.perf_counter(), step
     show = progress and ctx.is_main
+    live = show and console.is_terminal
+    every_steps = recipe.checkpoint_every
+    last_ckpt_time = time.perf_counter()
+    last_log_time = time.perf_counter()
+    curves = {"rows": len(history), "at": time.perf_counter()}  # what curves.png shows, when
+
+    def draw_curves(force: bool) -> None:
+        now = time.perf_counter()
+        if len(history) > curves["rows"] and (force or now - curves["at"] >= CURVES_SECONDS):
+            plot_curves(history, out / "curves.png", title=f"{model_name} · {recipe.name}")
+            curves.update(rows=len(history), at=now)
+
+    def state(epoch_done: int, at: dict[str, Any] | None) -> dict[str, Any]:
+        return {
+            "format": FORMAT,
+            "model_name": model_name,
+            "model": unwrap(model).state_dict(),
+            "ema": ema.model.state_dict() if ema is not None else None,
+            "optimizer": optimizer.state_dict(),
+            "schedule": _state_of(schedule),
+            "scaler": scaler.state_dict() if scaler.is_enabled() else None,
+            "rng": capture_rng(),
+            "epoch": epoch_done,
+            "step": step,
+            "position": at,  # None at an epoch's end
+            "best": best,
+            "config": recipe.to_dict(),
+            "run": dict(run_info or {}),
+            "metrics": history,
+        }
+
+    def save(epoch_done: int, at: dict[str, Any] | None, new_best: bool) -> None:
+        """The checkpoint, then the files derived from it; one line if the disk says no."""
+        nonlocal ckpt_path, saved_at
+        try:
+            save_atomic(state(epoch_done, at), ckpt_file)
+        except OSError as exc:
+            kept = (f"the previous checkpoint {ckpt_file} (epoch {saved_at[0]}, step "
+                    f"{saved_at[1]:,}) is intact" if ckpt_path is not None
+                    else "no checkpoint had been written yet")
+            raise CheckpointWriteError(
+                f"could not write the checkpoint in {out} ({exc.strerror or exc}); {kept}"
+            ) from None
+        ckpt_path, saved_at = ckpt_file, (epoch_done, step)
+        try:
+            write_logs(history, out)
+            _export(out / "model.safetensors", history[-1]["epoch"] if history else 0)
+            if new_best and best is not None:
+                _export(out / "best.safetensors", best["epoch"])
+            draw_curves(force=False)
+        except OSError as exc:
+            raise CheckpointWriteError(
+                f"could not write the run's files in {out} ({exc.strerror or exc}); the "
+                f"checkpoint {ckpt_file} (epoch {epoch_done}, step {step:,}) is intact"
+            ) from None
+
+    def _export(path: Path, epoch_done: int) -> Path:
+        weights = (ema.model if ema is not None else unwrap(model)).state_dict()
+        return export_safetensors(weights, path, metadata={
+            "model": model_name, "recipe": recipe.name, "epoch": str(epoch_done),
+            "step": str(step)})
 
     bar = Progress(
         TextColumn("[bold]{task.description}"),
@@ -336,164 +460,237 @@ def fit(
         TextColumn("ETA"),
         TimeRemainingColumn(),
         console=console,
-        disable=not show,
+        disable=not live,
         transient=False,
     )
-    with bar:
-        for epoch in range(start_epoch, recipe.epochs):
-            if step >= last_step:
-                break
-            train_loader.set_epoch(epoch)
-            train_model.train()
-            task = bar.add_task(f"epoch {epoch + 1}/{recipe.epochs}", total=steps_per_epoch,
-                                loss="-", ips=None)
-            loss_sum = torch.zeros((), dtype=torch.float64, device=device)
-            hits = torch.zeros(2, dtype=torch.int64, device=device)
-            seen = 0
-            t0 = time.perf_counter()
-            lr = schedule.lr_at(step)
-            try:
-                for i, (x, y) in enumerate(train_loader):
-                    lr = schedule.lr_at(step)
-                    set_lr(optimizer, lr)
-                    x = input_fit(x)
-                    if recipe.channels_last:
-                        x = x.contiguous(memory_format=torch.channels_last)
-                    with _autocast(device, recipe.amp):
-                        logits, aux = _main_and_aux(train_model(x))
-                        loss = criterion(logits, y)
-                        for a in aux:
-                            loss = loss + recipe.aux_loss_weight * criterion(a, y)
-                    if not torch.isfinite(loss):
-                        raise NonFiniteLoss(
-                            f"loss became {loss.item()} at epoch {epoch + 1}, step {step + 1} "
-                            f"(lr {lr:.4g})"
-                        )
-                    optimizer.zero_grad(set_to_none=True)
-                    scaler.scale(loss).backward()
-                    if recipe.grad_clip > 0:
-                        scaler.unscale_(optimizer)
-                        nn.utils.clip_grad_norm_(model.parameters(), recipe.grad_clip)
-                    scaler.step(optimizer)
-                    scaler.update()
-                    if ema is not None:
-                        ema.update(model)
-                    bs = y.shape[0]
-                    loss_sum += loss.detach().double() * bs
-                    hits += torch.stack(correct_topk(logits.detach(), y))
-                    seen += bs
-                    step += 1
-                    if warmup is not None and warmup.ended_at is None:
-                        # The running training error of this epoch decides when warm-up ends.
-                        warmup.observe_step(step - 1, 100.0 - 100.0 * hits[0].item() / seen)
-                    if on_step is not None:
-                        on_step(step)
-                    if show:
-                        fields: dict[str, Any] = {}
-                        if i % 20 == 0 or i + 1 == steps_per_epoch:
-                            dt = time.perf_counter() - t0
-                            fields = {"loss": f"{loss.item():.4f}",
-                                      "ips": seen * ctx.world_size / dt if dt > 0 else None}
-                        bar.update(task, advance=1, **fields)
-                    if step >= last_step:
-                        break
-            except NonFiniteLoss as exc:
-                where = (
-                    f"the last good checkpoint {ckpt_path} (after epoch {history[-1]['epoch']})"
-                    f" was kept" if ckpt_path is not None and history
-                    else "no checkpoint had been written yet"
-                )
-                stopped = f"{exc}; training stopped before applying that step; {where}"
-                diverged = True
+    try:
+        with bar:
+            for epoch in range(start_epoch, recipe.epochs):
+                if step >= last_step:
+                    break
+                train_loader.set_epoch(epoch)
+                train_model.train()
+                loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+                hits = torch.zeros(2, dtype=torch.int64, device=device)
+                seen, first, epoch_s0 = 0, 0, 0.0
+                if position is not None:  # continue the epoch the checkpoint was written in
+                    if position["steps_per_epoch"] != steps_per_epoch:
+                        raise ValueError(
+                            f"the checkpoint was written in the middle of an epoch of "
+                            f"{position['steps_per_epoch']} steps, but this run has "
+                            f"{steps_per_epoch} steps an epoch; resume it with the batch size "
+                            "and number of processes it was written with")
+                    train_loader.load_state_dict(position["loader"])  # type: ignore[attr-defined]
+                    first = int(position["loader"]["batch"])
+                    if ctx.is_main:  # the checkpoint holds the sums over all ranks
+                        loss_sum += position["loss_sum"]
+                        hits += position["hits"].to(device)
+                        seen = int(position["seen"])
+                    epoch_s0 = float(position["epoch_s"])
+                    position = None
+                # The bar's total is what this epoch will really run (max_steps may end it).
+                this_epoch = min(steps_per_epoch, first + last_step - step)
+                task = bar.add_task(f"epoch {epoch + 1}/{recipe.epochs}", total=this_epoch,
+                                    completed=first, loss="-", ips=None)
+                t0 = time.perf_counter() - epoch_s0
+                t_epoch_run, seen_run = time.perf_counter(), 0
+                lr = schedule.lr_at(step)
+                try:
+                    for i, (x, y) in enumerate(train_loader, start=first):
+                        lr = schedule.lr_at(step)
+                        set_lr(optimizer, lr)
+                        x = input_fit(x)
+                        if recipe.channels_last:
+                            x = x.contiguous(memory_format=torch.channels_last)
+                        with _autocast(device, recipe.amp):
+                            logits, aux = _main_and_aux(train_model(x))
+                            loss = criterion(logits, y)
+                            for a in aux:
+                                loss = loss + recipe.aux_loss_weight * criterion(a, y)
+                        if not torch.isfinite(loss):
+                            raise NonFiniteLoss(
+                                f"loss became {loss.item()} at epoch {epoch + 1}, step "
+                                f"{step + 1} (lr {lr:.4g})"
+                            )
+                        optimizer.zero_grad(set_to_none=True)
+                        scaler.scale(loss).backward()
+                        if recipe.grad_clip > 0:
+                            scaler.unscale_(optimizer)
+                            nn.utils.clip_grad_norm_(model.parameters(), recipe.grad_clip)
+                        scaler.step(optimizer)
+                        scaler.update()
+                        if ema is not None:
+                            ema.update(model)
+                        bs = y.shape[0]
+                        loss_sum += loss.detach().double() * bs
+                        hits += torch.stack(correct_topk(logits.detach(), y))
+                        seen += bs
+                        seen_run += bs
+                        step += 1
+                        if warmup is not None and warmup.ended_at is None:
+                            # The running training error of this epoch decides when warm-up
+                            # ends.
+                            warmup.observe_step(step - 1, 100.0 - 100.0 * hits[0].item() / seen)
+                        if on_step is not None:
+                            on_step(step)
+                        now = time.perf_counter()
+                        if live:
+                            fields: dict[str, Any] = {}
+                            if i % 20 == 0 or i + 1 == steps_per_epoch:
+                                dt = now - t_epoch_run
+                                fields = {"loss": f"{loss.item():.4f}",
+                                          "ips": seen_run * ctx.world_size / dt if dt > 0
+                                          else None}
+                            bar.update(task, advance=1, **fields)
+                        elif show and now - last_log_time >= log_every_s:
+                            last_log_time = now
+                            console.print(_progress_line(
+                                epoch + 1, recipe.epochs, step, last_step, loss.item(),
+                                seen_run * ctx.world_size / max(now - t_epoch_run, 1e-9),
+                                (now - t_session) / max(step - step_session, 1)
+                                * (last_step - step)))
+                        if step >= last_step:
+                            break
+                        if i + 1 < steps_per_epoch and resumable and _due(
+                                every_steps, step, now - last_ckpt_time, ctx, device):
+                            save_position = {
+                                "loader": train_loader.state_dict(),  # type: ignore[attr-defined]
+                                "steps_per_epoch": steps_per_epoch,
+                                "epoch_s": now - t0,
+                                "elapsed_s": now - t_start,
+                            }
+                            sums = all_reduce_sum(torch.stack([
+                                loss_sum, hits[0].double(), hits[1].double(),
+                                torch.tensor(float(seen), dtype=torch.float64, device=device)]),
+                                ctx).tolist()
+                            save_position |= {
+                                "loss_sum": torch.tensor(sums[0], dtype=torch.float64),
+                                "hits": torch.tensor([int(sums[1]), int(sums[2])]),
+                                "seen": int(sums[3]),
+                            }
+                            if ctx.is_main:
+                                save(epoch, save_position, new_best=False)
+                            last_ckpt_time = time.perf_counter()
+                except NonFiniteLoss as exc:
+                    where = (
+                        f"the last good checkpoint {ckpt_path} (epoch {saved_at[0]}, step "
+                        f"{saved_at[1]:,}) was kept" if ckpt_path is not None
+                        else "no checkpoint had been written yet"
+                    )
+                    stopped = f"{exc}; training stopped before applying that step; {where}"
+                    diverged = True
+                    if ctx.is_main:
+                        console.print(f"[bold red]stopped:[/] {stopped}")
+                    break
+                epoch_s = time.perf_counter() - t0
+                bar.remove_task(task)  # one live bar; each finished epoch leaves a summary line
+                if ctx.enabled:
+                    # DDP syncs buffers at the start of each forward, so after the last step the
+                    # ranks' BN statistics differ; take rank 0's, which the checkpoint holds.
+                    broadcast_buffers(unwrap(model), ctx)
+
+                totals = all_reduce_sum(
+                    torch.stack([loss_sum, hits[0].double(), hits[1].double(),
+                                 torch.tensor(float(seen), dtype=torch.float64, device=device)]),
+                    ctx,
+                ).tolist()
+                n_all = totals[3]
+                row: dict[str, Any] = {
+                    "epoch": epoch + 1,
+                    "step": step,
+                    "lr": lr,
+                    "train_loss": totals[0] / n_all,
+                    "train_top1": 100.0 * totals[1] / n_all,
+                    "train_top5": 100.0 * totals[2] / n_all,
+                }
+                eval_model = ema.model if ema is not None else unwrap(model)
+                kw: dict[str, Any] = dict(input_fit=input_fit, amp=recipe.amp,
+                                          channels_last=recipe.channels_last, device=device)
+                final = epoch + 1 == recipe.epochs or step >= last_step
+                if val_loader is not None:
+                    m = evaluate(eval_model, val_loader, **kw)
+                    row.update(val_loss=m["loss"], val_top1=m["top1"], val_top5=m["top5"])
+                if test_loader is not None and (recipe.eval_test_every_epoch or final):
+                    m = evaluate(eval_model, test_loader, **kw)
+                    row.update(test_loss=m["loss"], test_top1=m["top1"], test_top5=m["top5"])
+                row["images_per_s"] = seen_run * ctx.world_size / max(
+                    time.perf_counter() - t_epoch_run, 1e-9) if first else (
+                    n_all / epoch_s if epoch_s > 0 else 0.0)
+                row["epoch_s"] = epoch_s
+                row["elapsed_s"] = time.perf_counter() - t_start
+                history.append(row)
+                if plateau is not None:
+                    monitor = "val_top1" if recipe.plateau_monitor == "val" and "val_top1" in row \
+                        else "train_top1"
+                    plateau.observe(step, 100.0 - row[monitor])
+                split = _best_split(recipe, row)
+                new_best = split is not None and (
+                    best is None or best["split"] != split
+                    or row[f"{split}_top1"] > best["top1"])
+                if new_best:
+                    best = {"split": split, "epoch": epoch + 1, "top1": row[f"{split}_top1"]}
+
                 if ctx.is_main:
-                    console.print(f"[bold red]stopped:[/] {stopped}")
-                break
-            epoch_s = time.perf_counter() - t0
-            bar.remove_task(task)  # one live bar; each finished epoch leaves a summary line
-            if ctx.enabled:
-                # DDP syncs buffers at the start of each forward, so after the last step the
-                # ranks' BN statistics differ; take rank 0's, which the checkpoint holds.
-                broadcast_buffers(unwrap(model), ctx)
+                    save(epoch + 1, None, new_best)
+                    console.print(_epoch_line(row))
+                last_ckpt_time = time.perf_counter()
+                if stop_at_test_top1 is not None and row.get("test_top1", 0.0) >= \
+                        stop_at_test_top1:
+                    stopped = (f"reached test top-1 accuracy {row['test_top1']:.2f}% >= "
+                               f"{stop_at_test_top1}%")
+                    break
+    except KeyboardInterrupt:
+        raise RunInterrupted(out, ckpt_path, *saved_at) from None
+    if ctx.is_main and ckpt_path is not None:
+        try:
+            draw_curves(force=True)
+        except OSError as exc:
+            raise CheckpointWriteError(
+                f"could not draw curves.png in {out} ({exc.strerror or exc}); the checkpoint "
+                f"{ckpt_file} (epoch {saved_at[0]}, step {saved_at[1]:,}) is intact") from None
 
-            totals = all_reduce_sum(
-                torch.stack([loss_sum, hits[0].double(), hits[1].double(),
-                             torch.tensor(float(seen), dtype=torch.float64, device=device)]),
-                ctx,
-            ).tolist()
-            n_all = totals[3]
-            row: dict[str, Any] = {
-                "epoch": epoch + 1,
-                "step": step,
-                "lr": lr,
-                "train_loss": totals[0] / n_all,
-                "train_top1": 100.0 * totals[1] / n_all,
-                "train_top5": 100.0 * totals[2] / n_all,
-            }
-            eval_model = ema.model if ema is not None else unwrap(model)
-            kw: dict[str, Any] = dict(input_fit=input_fit, amp=recipe.amp,
-                                      channels_last=recipe.channels_last, device=device)
-            final = epoch + 1 == recipe.epochs or step >= last_step
-            if val_loader is not None:
-                m = evaluate(eval_model, val_loader, **kw)
-                row.update(val_loss=m["loss"], val_top1=m["top1"], val_top5=m["top5"])
-            if test_loader is not None and (recipe.eval_test_every_epoch or final):
-                m = evaluate(eval_model, test_loader, **kw)
-                row.update(test_loss=m["loss"], test_top1=m["top1"], test_top5=m["top5"])
-            row["images_per_s"] = n_all / epoch_s if epoch_s > 0 else 0.0
-            row["epoch_s"] = epoch_s
-            row["elapsed_s"] = time.perf_counter() - t_start
-            history.append(row)
-            if plateau is not None:
-                monitor = "val_top1" if recipe.plateau_monitor == "val" and "val_top1" in row \
-                    else "train_top1"
-                plateau.observe(step, 100.0 - row[monitor])
+    weights = out / "model.safetensors"
+    has_weights = ctx.is_main and ckpt_path is not None and weights.exists()
+    best_file = out / "best.safetensors"
+    return FitResult(history, out, ckpt_path, weights if has_weights else None, stopped,
+                     diverged, best_file if ctx.is_main and best_file.exists() else None)
 
-            if ctx.is_main:
-                ckpt_path = save_atomic(
-                    {
-                        "format": FORMAT,
-                        "model_name": model_name,
-                        "model": unwrap(model).state_dict(),
-                        "ema": ema.model.state_dict() if ema is not None else None,
-                        "optimizer": optimizer.state_dict(),
-                        "schedule": _state_of(schedule),
-                        "scaler": scaler.state_dict() if scaler.is_enabled() else None,
-                        "rng": capture_rng(),
-                        "epoch": epoch + 1,
-                        "step": step,
-                        "config": recipe.to_dict(),
-                        "run": dict(run_info or {}),
-                        "metrics": history,
-                    },
-                    out / CHECKPOINT,
-                )
-                write_logs(history, out)
-                console.print(_epoch_line(row))
-            if stop_at_test_top1 is not None and row.get("test_top1", 0.0) >= stop_at_test_top1:
-                stopped = f"reached test top-1 {row['test_top1']:.2f}% >= {stop_at_test_top1}%"
-                break
 
-    weights = None
-    if ctx.is_main and history:
-        # Drawn once at the end: matplotlib costs about a second, too much for every epoch.
-        plot_curves(history, out / "curves.png", title=f"{model_name} · {recipe.name}")
-    if ctx.is_main and history and ckpt_path is not None and not diverged:
-        state = (ema.model if ema is not None else unwrap(model)).state_dict()
-        weights = export_safetensors(
-            state, out / "model.safetensors",
-            metadata={"model": model_name, "recipe": recipe.name,
-                      "epoch": str(history[-1]["epoch"])},
-        )
-    return FitResult(history, out, ckpt_path, weights, stopped, diverged)
+def _due(every_steps: int, step: int, since_s: float, ctx: DistContext,
+         device: torch.device) -> bool:
+    """Whether a checkpoint is due inside the epoch: every ``every_steps`` steps, or (0) once
+    CHECKPOINT_SECONDS have passed. Ranks agree: rank 0's clock decides, checked every 50
+    steps, so that all ranks take part in the checkpoint's reduction."""
+    if every_steps:
+        return step % every_steps == 0
+    if not ctx.enabled:
+        return since_s >= CHECKPOINT_SECONDS
+    if step % 50:
+        return False
+    flag = torch.tensor([float(ctx.is_main and since_s >= CHECKPOINT_SECONDS)], device=device)
+    return bool(all_reduce_sum(flag, ctx).item())
+
+
+def _clock(seconds: float) -> str:
+    seconds = max(0, round(seconds))
+    h, rest = divmod(seconds, 3600)
+    return f"{h}:{rest // 60:02d}:{rest % 60:02d}"
+
+
+def _progress_line(epoch: int, epochs: int, step: int, last_step: int, loss: float,
+                   images_per_s: float, eta_s: float) -> str:
+    """The plain progress line for logs (stdout not a terminal)."""
+    return (f"epoch {epoch}/{epochs} · step {step:,}/{last_step:,} · loss {loss:.4f} · "
+            f"{images_per_s:,.0f} img/s · ETA {_clock(eta_s)}")
 
 
 def _epoch_line(row: dict[str, Any]) -> str:
+    """One line per epoch, in the words eval uses: accuracy, with the error in brackets."""
     parts = [f"epoch {row['epoch']}", f"lr {row['lr']:.4g}", f"loss {row['train_loss']:.4f}",
-             f"train {row['train_top1']:.2f}%"]
-    if "val_top1" in row:
-        parts.append(f"val {row['val_top1']:.2f}%")
-    if "test_top1" in row:
-        parts.append(f"test {row['test_top1']:.2f}%")
+             f"train accuracy {row['train_top1']:.2f}%"]
+    for split in ("val", "test"):
+        if f"{split}_top1" in row:
+            acc = row[f"{split}_top1"]
+            parts.append(f"{split} accuracy {acc:.2f}% (error {100 - acc:.2f}%)")
     parts.append(f"{row['images_per_s']:,.0f} img/s")
     return " · ".join(parts)
-

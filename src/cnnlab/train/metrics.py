@@ -12,7 +12,7 @@ import torch
 
 from cnnlab.train.checkpoint import replacing
 
-__all__ = ["FIELDS", "correct_topk", "plot_curves", "write_logs"]
+__all__ = ["FIELDS", "correct_topk", "plot_confusion", "plot_curves", "write_logs"]
 
 # The columns of metrics.jsonl / metrics.csv, in order; accuracies in percent.
 FIELDS = (
@@ -33,17 +33,30 @@ def correct_topk(logits: torch.Tensor, target: torch.Tensor, ks: Sequence[int] =
     return [hits[min(k, kmax) - 1] for k in ks]
 
 
+def _rounded(key: str, value: Any) -> Any:
+    """Log values as people read them: accuracies and losses to 4 and 6 decimals, the rate
+    to 6 significant digits, times to milliseconds (the checkpoint keeps them exact)."""
+    if not isinstance(value, float):
+        return value
+    if key == "lr":
+        return float(f"{value:.6g}")
+    if key.endswith("_s"):
+        return round(value, 3)
+    return round(value, 6 if key.endswith("_loss") else 4)
+
+
 def write_logs(history: list[dict[str, Any]], out_dir: Path) -> None:
     """Rewrite metrics.jsonl and metrics.csv from the whole history (a resumed run's log
     therefore matches its checkpoint even if a crashed run had logged further)."""
-    lines = [json.dumps({k: row[k] for k in FIELDS if k in row}) for row in history]
+    rows = [{k: _rounded(k, row[k]) for k in FIELDS if k in row} for row in history]
+    lines = [json.dumps(row) for row in rows]
     with replacing(out_dir / "metrics.jsonl") as tmp:
         tmp.write_text("".join(line + "\n" for line in lines))
     with replacing(out_dir / "metrics.csv") as tmp, open(tmp, "w", newline="") as f:
         cols = [k for k in FIELDS if any(k in row for row in history)]
         writer = csv.DictWriter(f, fieldnames=cols, extrasaction="ignore")
         writer.writeheader()
-        writer.writerows(history)
+        writer.writerows(rows)
 
 
 def plot_curves(history: list[dict[str, Any]], path: Path, title: str = "") -> Path:
@@ -72,6 +85,14 @@ def plot_curves(history: list[dict[str, Any]], path: Path, title: str = "") -> P
     ax_loss.grid(True, alpha=0.3)
     if title:
         fig.suptitle(title)
+    return _save(fig, path)
+
+
+def _save(fig: Any, path: str | Path) -> Path:
+    """Write ``fig`` atomically as the image ``path`` names, and free it."""
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
     fig.tight_layout()
     try:
         with replacing(path) as tmp:
@@ -79,3 +100,33 @@ def plot_curves(history: list[dict[str, Any]], path: Path, title: str = "") -> P
     finally:
         plt.close(fig)
     return path
+
+
+def plot_confusion(confusion: Sequence[Sequence[int]], classes: Sequence[str],
+                   path: str | Path, title: str = "") -> Path:
+    """The confusion matrix as an image: rows the true class, columns the predicted one,
+    each row shaded by the share of its images (counts written in the cells up to 20 classes)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    counts = torch.tensor(confusion, dtype=torch.float64)
+    shares = counts / counts.sum(1, keepdim=True).clamp(min=1)
+    n = len(classes)
+    side = min(4 + 0.45 * n, 20)
+    fig, ax = plt.subplots(figsize=(side, side))
+    image = ax.imshow(shares.numpy(), cmap="Blues", vmin=0, vmax=1)
+    fig.colorbar(image, ax=ax, fraction=0.046, label="share of the true class")
+    ticks = range(n) if n <= 40 else range(0, n, max(1, n // 20))
+    ax.set_xticks(list(ticks), [classes[i] for i in ticks], rotation=90)
+    ax.set_yticks(list(ticks), [classes[i] for i in ticks])
+    ax.set(xlabel="predicted class", ylabel="true class")
+    if n <= 20:
+        for i in range(n):
+            for j in range(n):
+                ax.text(j, i, f"{int(counts[i, j])}", ha="center", va="center", fontsize=8,
+                        color="white" if shares[i, j] > 0.5 else "black")
+    if title:
+        ax.set_title(title)
+    return _save(fig, path)

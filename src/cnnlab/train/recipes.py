@@ -72,6 +72,7 @@ class Recipe:
     warmup_until_error: float = 80.0
     warmup_max_steps: int | None = None
     warmup_models: tuple[str, ...] = ()  # warmup_lr applies only to these models
+    backbone_lr_scale: float = 1.0  # fine-tuning: the backbone's rate relative to the new head's
     # regularisation and loss
     label_smoothing: float = 0.0
     grad_clip: float = 0.0  # max global L2 norm; 0 = off
@@ -83,11 +84,16 @@ class Recipe:
     crop_padding: int = 4
     pca_lighting: float = 0.0
     eval_test_every_epoch: bool = True
+    resize: int = 0  # bring the images to resize x resize first (AlexNet on 28x28 digits); 0 = off
     # engine options
     seed: int = 0
     amp: str = "none"  # "none" | "bf16" | "fp16"
     channels_last: bool = False
     compile: bool = False
+    # a checkpoint every N optimiser steps as well as at every epoch's end; 0 = every
+    # CHECKPOINT_SECONDS (5 minutes) of training, so that no more than that is ever lost
+    checkpoint_every: int = 0
+    best_split: str = "auto"  # best.safetensors by "val" or "test" top-1; auto: val if held out
     # honesty about provenance
     unstated: tuple[str, ...] = ()
     source: str = ""
@@ -100,6 +106,7 @@ class Recipe:
             ("amp", ("none", "bf16", "fp16")),
             ("milestone_unit", ("epoch", "step")),
             ("plateau_monitor", ("val", "train")),
+            ("best_split", ("auto", "val", "test")),
         ):
             if getattr(self, key) not in allowed:
                 raise ValueError(
@@ -108,6 +115,12 @@ class Recipe:
                 )
         if self.batch_size < 1 or self.epochs < 1:
             raise ValueError(f"recipe {self.name}: batch_size and epochs must be >= 1")
+        if self.checkpoint_every < 0:
+            raise ValueError(f"checkpoint_every must be >= 0 (steps; 0 = every 5 minutes), "
+                             f"got {self.checkpoint_every}")
+        if self.resize < 0 or self.resize > 4096:
+            raise ValueError(f"resize must be between 1 and 4096 pixels (0 = off), "
+                             f"got {self.resize}")
 
     def to_dict(self) -> dict[str, Any]:
         return {f.name: _plain(getattr(self, f.name)) for f in fields(self)}
@@ -173,8 +186,10 @@ _add(Recipe(
 _add(Recipe(
     name="lin2014_cifar",
     citation="Lin, Chen, Yan 2014, Sec. 4.1 (training as Krizhevsky et al. 2012)",
+    # "lowered by a scale of 10 ... repeated once such that the final learning rate is 1% of
+    # the initial value": two drops, on the training accuracy.
     optimizer="sgd", lr=0.1, momentum=0.9, weight_decay=1e-4, batch_size=128, epochs=150,
-    schedule="plateau", plateau_monitor="train", augment="crop_flip",
+    schedule="plateau", plateau_monitor="train", plateau_max_drops=2, augment="crop_flip",
     unstated=("lr", "weight_decay", "epochs"),
     source="the paper lowers the rate by 10 when training accuracy stops improving; "
     "the numeric values are not stated",
@@ -340,6 +355,32 @@ _add(Recipe(
     citation="cnnlab: a short one-cycle schedule for CPU demos (Smith & Topin 2018)",
     optimizer="sgd", lr=0.05, momentum=0.9, nesterov=True, weight_decay=5e-4,
     no_decay_1d=True, batch_size=128, epochs=4, schedule="onecycle", onecycle_pct=0.25,
+))
+_add(Recipe(
+    name="finetune",
+    citation="Girshick et al. 2014 (R-CNN), Sec. 2.3; Yosinski et al. 2014; the lectures' "
+    "'repurpose pre-trained models'",
+    # Fine-tune every layer from pretrained weights: R-CNN starts SGD at 1/10 of the
+    # pre-training rate, "which allows fine-tuning to make progress while not clobbering the
+    # initialization"; the new head learns 10x faster (Caffe's fine-tuning example's lr_mult
+    # 10). Yosinski et al. 2014 (Sec. 4.1) find that fine-tuned transferred features beat
+    # training from scratch even on a large target set. Lengths and decay are cnnlab's.
+    optimizer="sgd", lr=0.01, momentum=0.9, weight_decay=1e-4, no_decay_1d=True,
+    backbone_lr_scale=0.1, batch_size=32, epochs=10, schedule="cosine", augment="flip",
+    unstated=("lr", "weight_decay", "batch_size", "epochs", "schedule", "augment"),
+    source="rates relative to ImageNet's 0.1 as R-CNN's are to its pre-training; the rest "
+    "a common short fine-tuning schedule",
+))
+_add(Recipe(
+    name="linear_probe",
+    citation="Kornblith, Shlens, Le 2019 (Do Better ImageNet Models Transfer Better?), Sec. 3",
+    # A linear classifier on the frozen penultimate features of central crops, no
+    # augmentation. The paper fits L2-regularised logistic regression with L-BFGS; SGD on
+    # the head alone reaches the same kind of optimum here, with a small weight decay.
+    optimizer="sgd", lr=0.1, momentum=0.9, weight_decay=1e-4, batch_size=64, epochs=10,
+    schedule="cosine", augment="none",
+    unstated=("optimizer", "lr", "weight_decay", "batch_size", "epochs", "schedule"),
+    source="SGD in place of the paper's L-BFGS",
 ))
 
 RECIPES: Mapping[str, Recipe] = types.MappingProxyType(_R)

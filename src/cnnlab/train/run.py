@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,10 +20,18 @@ from rich.console import Console
 
 from cnnlab.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from cnnlab.registry import create_model, model_info
-from cnnlab.train.checkpoint import load_checkpoint
+from cnnlab.train.checkpoint import load_checkpoint, registered_model
 from cnnlab.train.distributed import init_from_env, shutdown
-from cnnlab.train.engine import FitResult, InputFit, fit, prepare_out_dir, seed_everything
+from cnnlab.train.engine import (
+    FitResult,
+    InputFit,
+    fit,
+    prepare_out_dir,
+    run_is_complete,
+    seed_everything,
+)
 from cnnlab.train.recipes import Recipe, apply_overrides, get_recipe, parse_overrides
+from cnnlab.train.runfolder import claim, fresh_default, holds_run, remove_run_files
 
 __all__ = [
     "IMAGENET_MEAN",
@@ -45,15 +54,19 @@ class RunSpec:
     """What ``cnnlab train`` was asked for (None = the recipe's or the checkpoint's)."""
 
     model: str | None
-    data: str
+    data: str | None  # None: the checkpoint's (with resume)
     root: str | None = None
     recipe: str | None = None
     epochs: int | None = None
     batch_size: int | None = None
     device: str = "auto"
     out: str | None = None
-    resume: str | None = None
+    resume: str | None = None  # a checkpoint or the run folder holding it
+    overwrite: bool = False  # replace the run that ``out`` already holds
     overrides: Sequence[str] = field(default_factory=tuple)
+    weights: str | None = None  # fine-tune from published weights (cnnlab.train.finetune)
+    freeze: str | None = None
+    linear_probe: bool = False
 
 
 def resolve_device(name: str) -> torch.device:
@@ -110,7 +123,8 @@ def check_model_data(
     elif h < minimum[0] or w < minimum[1]:
         raise ValueError(
             f"{model_name} needs images of at least {minimum[0]}x{minimum[1]} but "
-            f"{data_name}'s are {h}x{w}"
+            f"{data_name}'s are {h}x{w}; train with --set resize={max(minimum)} (or more) "
+            "to enlarge them"
         )
     was = model.training
     model.eval()
@@ -178,8 +192,13 @@ def describe(recipe: Recipe) -> str:
 
 
 def resolve_recipe(spec: RunSpec, checkpoint: dict[str, Any] | None, default: str) -> Recipe:
-    if checkpoint is not None and spec.recipe is None:
+    if checkpoint is not None:
         recipe = Recipe.from_dict(checkpoint["config"])
+        if spec.recipe is not None and spec.recipe != recipe.name:
+            raise ValueError(
+                f"--recipe {spec.recipe}: the run being resumed uses {recipe.name}; leave "
+                "--recipe out (change single values with --set KEY=VALUE)"
+            )
     else:
         recipe = get_recipe(spec.recipe or default)
     overrides = parse_overrides(spec.overrides)
@@ -188,6 +207,61 @@ def resolve_recipe(spec: RunSpec, checkpoint: dict[str, Any] | None, default: st
     if spec.batch_size is not None:
         overrides["batch_size"] = spec.batch_size
     return apply_overrides(recipe, overrides)
+
+
+def _resume_source(spec: RunSpec, checkpoint: dict[str, Any]) -> tuple[str, str | None]:
+    """The dataset and root of the run being resumed; a different --data or --root is refused
+    (a resumed run on other data would report a half-done run as finished)."""
+    run = checkpoint["run"]
+    data, root = run.get("data"), run.get("root")
+    if not data:
+        raise ValueError(f"--resume {spec.resume}: the checkpoint does not say which dataset it "
+                         "was trained on (no run.data)")
+    if spec.data is not None and spec.data != data:
+        raise ValueError(f"--data {spec.data}: the run being resumed was trained on {data}; "
+                         "leave --data out to continue it")
+    if spec.root is not None and _absolute(spec.root) != _absolute(root):
+        raise ValueError(f"--root {spec.root}: the run being resumed read its data from "
+                         f"{root or 'the default location'}; leave --root out to continue it")
+    return data, root
+
+
+def _absolute(root: str | None) -> str | None:
+    return None if root is None else str(Path(root).resolve())
+
+
+def _output_folder(spec: RunSpec, model_name: str, data: str) -> tuple[Path, bool]:
+    """Where the run writes, and whether the run already there is to be replaced: never into
+    a folder that holds another run unless --overwrite says so."""
+    if spec.resume is not None:
+        own = Path(spec.resume)
+        own = own if own.is_dir() else own.parent
+        out = Path(spec.out) if spec.out else own
+        other = out.resolve() != own.resolve() and holds_run(out)
+        if other and not spec.overwrite:
+            raise ValueError(f"{out} already holds another run; choose a new folder with "
+                             "--out NEW, or replace that run with --overwrite")
+        return out, other
+    if spec.out is None:
+        return fresh_default(Path("runs") / f"{model_name}-{data}"), False
+    out = Path(spec.out)
+    if holds_run(out) and not spec.overwrite:
+        raise ValueError(f"{out} already holds a run; continue it with --resume {out}, choose "
+                         "a new folder with --out NEW, or replace it with --overwrite")
+    return out, holds_run(out)
+
+
+def _header(recipe: Recipe, splits: dict[str, Any], device: torch.device, out: Path) -> str:
+    """What the run holds out, where it runs and where it writes."""
+    if "val" in splits and recipe.val_size:
+        val = f"validation: {recipe.val_size:,} training images held out (seed {recipe.seed})"
+    elif "val" in splits:
+        val = f"validation: the dataset's own val split ({len(splits['val']):,} images)"
+    else:
+        val = "no validation split held out (--set val_size=N holds N training images out)"
+    threads = torch.get_num_threads()
+    return (f"{val} · device {device} · {threads} CPU thread{'s' * (threads != 1)} · "
+            f"writing {out}")
 
 
 def _loader(dataset: Any, batch_size: int, **kw: Any) -> Any:
@@ -212,11 +286,11 @@ def _folder_sizing(crop: int, short: int | None = None
 
 def train(spec: RunSpec, console: Console | None = None, **fit_kw: Any) -> FitResult:
     """Build everything ``spec`` names, check it, and train. Returns ``fit``'s result."""
-    from cnnlab.data import ImageTensorDataset, load_dataset
-
     console = console or Console()
     device = resolve_device(spec.device)
-    checkpoint = load_checkpoint(spec.resume) if spec.resume else None
+    checkpoint = load_checkpoint(spec.resume, to_resume=True) if spec.resume else None
+    if checkpoint is not None:
+        registered_model(checkpoint, spec.resume)  # type: ignore[arg-type]
     model_name = spec.model or (checkpoint or {}).get("model_name")
     if not model_name:
         raise ValueError("name a model to train (e.g. `cnnlab train lenet5_modern ...`)")
@@ -225,85 +299,34 @@ def train(spec: RunSpec, console: Console | None = None, **fit_kw: Any) -> FitRe
             f"--resume {spec.resume}: the checkpoint holds {checkpoint.get('model_name')!r}, "
             f"not {model_name!r}"
         )
+    if checkpoint is not None:
+        data, root = _resume_source(spec, checkpoint)
+    elif spec.data is None:
+        raise ValueError("name the dataset to train on with --data (e.g. --data mnist-sample)")
+    else:
+        data, root = spec.data, spec.root
     info = model_info(model_name)
-    recipe = resolve_recipe(spec, checkpoint, info.recipe)
-    out = Path(spec.out) if spec.out else (
-        Path(spec.resume).parent if spec.resume else Path("runs") / f"{model_name}-{spec.data}"
-    )
+    ft = _finetune(spec, checkpoint)
+    recipe = resolve_recipe(spec, checkpoint, ft.recipe if ft else info.recipe)
+    if checkpoint is not None and run_is_complete(checkpoint, recipe):
+        done = Path(spec.resume)  # type: ignore[arg-type]
+        return FitResult(list(checkpoint["metrics"]), done if done.is_dir() else done.parent,
+                         None, complete=True)
+    out, replace_run = _output_folder(spec, model_name, data)
     ctx = init_from_env(device)
     if ctx.enabled and device.type == "cuda":
         device = torch.device("cuda", ctx.local_rank)
     created = _missing_folders(out) if ctx.is_main else []
     try:
-        if ctx.is_main:
-            prepare_out_dir(out)
-        splits = load_dataset(spec.data, spec.root,
-                              **({"val_size": recipe.val_size, "seed": recipe.seed}
-                                 if recipe.val_size else {}))
-        train_ds = splits["train"]
-        in_memory = isinstance(train_ds, ImageTensorDataset)
-        c, h, w = image_shape(train_ds)
-        crop = None
-        if not in_memory:  # folders: bring every image to the model's size in the workers
-            crop = info.input_size[1]
-            h = w = crop
-        mean = list(train_ds.mean) if in_memory else list(IMAGENET_MEAN)
-        std = list(train_ds.std) if in_memory else list(IMAGENET_STD)
-        classes = list(train_ds.classes)
-        if checkpoint is not None:
-            mean, std = checkpoint["run"].get("mean", mean), checkpoint["run"].get("std", std)
-
-        seed_everything(recipe.seed)
-        num_classes = (checkpoint or {}).get("run", {}).get("num_classes", len(classes))
-        in_chans = (checkpoint or {}).get("run", {}).get("in_chans", c)
-        model = create_model(model_name, num_classes=num_classes, in_chans=in_chans)
-        if ctx.is_main and (num_classes, in_chans) != (info.num_classes, info.input_size[0]):
-            console.print(
-                f"[dim]{model_name}: built with num_classes={num_classes}, in_chans={in_chans} "
-                f"for {spec.data} (the paper's: {info.num_classes}, {info.input_size[0]})[/]"
-            )
-        if ctx.is_main:
-            console.print(f"[bold]{model_name}[/] on {spec.data} · {describe(recipe)}")
-        model.to(device)
-        fit_in = check_model_data(
-            model, model_name, data_name=spec.data, shape=(c, h, w),
-            num_classes=len(classes), mean=mean, std=std,
-            batch_size=recipe.batch_size,
-        )
-        common = dict(mean=mean, std=std, device=device, seed=recipe.seed,
-                      rank=ctx.rank, world_size=ctx.world_size)
-        model_hw = (h, w)
-        if crop is not None:
-            common |= dict(sample_transform=_folder_sizing(crop), num_workers=WORKERS)
-        elif fit_in.size is not None:
-            # In memory, pad the uint8 images once (0 = background, which is what fit_in's
-            # fill normalises to) rather than every batch.
-            common |= dict(pad_to=fit_in.size)
-            model_hw, fit_in = fit_in.size, InputFit()
-        train_loader = _loader(
-            train_ds, recipe.batch_size, shuffle=True, drop_last=True,
-            train_transform=train_transform(recipe, (c, *model_hw),
-                                            train_ds if in_memory else None),
-            **common,
-        )
-        # Every rank evaluates the whole split, so every rank sees the same metrics.
-        eval_common = dict(common, rank=0, world_size=1)
-        val_loader = (_loader(splits["val"], 256, shuffle=False, **eval_common)
-                      if "val" in splits else None)
-        # ImageNet-style folders alias "test" to "val" (no public test labels): measure once.
-        has_test = "test" in splits and splits.get("test") is not splits.get("val")
-        test_loader = (_loader(splits["test"], 256, shuffle=False, **eval_common)
-                       if has_test else None)
-        run_info = {
-            "model": model_name, "data": spec.data, "root": spec.root, "classes": classes,
-            "num_classes": num_classes, "in_chans": in_chans, "image_size": [c, h, w],
-            "mean": mean, "std": std, "world_size": ctx.world_size,
-        }
-        return fit(
-            model, recipe, train_loader, out_dir=out, model_name=model_name,
-            val_loader=val_loader, test_loader=test_loader, device=device, input_fit=fit_in,
-            run_info=run_info, resume=checkpoint, dist_ctx=ctx, console=console, **fit_kw,
-        )
+        with ExitStack() as hold:
+            if ctx.is_main:
+                prepare_out_dir(out)
+                hold.enter_context(claim(out))
+                if replace_run:
+                    remove_run_files(out)
+            return _train(spec, console, fit_kw, checkpoint=checkpoint, model_name=model_name,
+                          data=data, root=root, info=info, recipe=recipe, out=out, ctx=ctx,
+                          device=device, ft=ft)
     except BaseException:
         # An error before anything was written leaves no empty output folders behind;
         # rmdir removes only empty ones, so a folder holding earlier results is kept.
@@ -315,6 +338,122 @@ def train(spec: RunSpec, console: Console | None = None, **fit_kw: Any) -> FitRe
         raise
     finally:
         shutdown(ctx)
+
+
+def _train(spec: RunSpec, console: Console, fit_kw: dict[str, Any], *,
+           checkpoint: dict[str, Any] | None, model_name: str, data: str, root: str | None,
+           info: Any, recipe: Recipe, out: Path, ctx: Any, device: torch.device,
+           ft: Any) -> FitResult:
+    from cnnlab.data import ImageTensorDataset, load_dataset
+
+    splits = load_dataset(data, root,
+                          **({"val_size": recipe.val_size, "seed": recipe.seed}
+                             if recipe.val_size else {}))
+    train_ds = splits["train"]
+    in_memory = isinstance(train_ds, ImageTensorDataset)
+    c, h, w = image_shape(train_ds)
+    crop = short = None
+    if not in_memory:  # folders: bring every image to the model's size in the workers
+        crop = recipe.resize or info.input_size[1]
+        h = w = crop
+    elif recipe.resize:
+        h = w = recipe.resize
+    mean = list(train_ds.mean) if in_memory else list(IMAGENET_MEAN)
+    std = list(train_ds.std) if in_memory else list(IMAGENET_STD)
+    classes = list(train_ds.classes)
+    if checkpoint is not None:
+        mean, std = checkpoint["run"].get("mean", mean), checkpoint["run"].get("std", std)
+
+    seed_everything(recipe.seed)
+    num_classes = (checkpoint or {}).get("run", {}).get("num_classes", len(classes))
+    in_chans = (checkpoint or {}).get("run", {}).get("in_chans", c)
+    if ft is None:
+        model = create_model(model_name, num_classes=num_classes, in_chans=in_chans)
+    else:  # pretrained: a new head, and the weights' own sizing and normalisation
+        model, sizing = _finetune_model(ft, model_name, num_classes, checkpoint)
+        mean, std = list(sizing.mean), list(sizing.std)
+        if ctx.is_main:
+            console.print(f"[dim]{ft.describe()}[/]")
+        if not in_memory:
+            crop, short = sizing.crop, sizing.resize
+            h = w = crop
+    if ctx.is_main and (num_classes, in_chans) != (info.num_classes, info.input_size[0]):
+        console.print(
+            f"[dim]{model_name}: built with num_classes={num_classes}, in_chans={in_chans} "
+            f"for {data} (the paper's: {info.num_classes}, {info.input_size[0]})[/]"
+        )
+    if ctx.is_main:
+        console.print(f"[bold]{model_name}[/] on {data} · {describe(recipe)}")
+        console.print(f"[dim]{_header(recipe, splits, device, out)}[/]")
+    model.to(device)
+    fit_in = check_model_data(
+        model, model_name, data_name=data, shape=(c, h, w),
+        num_classes=len(classes), mean=mean, std=std,
+        batch_size=recipe.batch_size,
+    )
+    common = dict(mean=mean, std=std, device=device, seed=recipe.seed,
+                  rank=ctx.rank, world_size=ctx.world_size)
+    model_hw = (h, w)
+    if crop is not None:
+        common |= dict(sample_transform=_folder_sizing(crop, short), num_workers=WORKERS)
+    elif recipe.resize:
+        common |= dict(resize=(h, w))
+    if crop is None and fit_in.size is not None and not recipe.resize:
+        # In memory, pad the uint8 images once (0 = background, which is what fit_in's
+        # fill normalises to) rather than every batch.
+        common |= dict(pad_to=fit_in.size)
+        model_hw, fit_in = fit_in.size, InputFit()
+    train_loader = _loader(
+        train_ds, recipe.batch_size, shuffle=True, drop_last=True,
+        train_transform=train_transform(recipe, (c, *model_hw),
+                                        train_ds if in_memory else None),
+        **common,
+    )
+    # Every rank evaluates the whole split, so every rank sees the same metrics.
+    eval_common = dict(common, rank=0, world_size=1)
+    val_loader = (_loader(splits["val"], 256, shuffle=False, **eval_common)
+                  if "val" in splits else None)
+    # ImageNet-style folders alias "test" to "val" (no public test labels): measure once.
+    has_test = "test" in splits and splits.get("test") is not splits.get("val")
+    test_loader = (_loader(splits["test"], 256, shuffle=False, **eval_common)
+                   if has_test else None)
+    run_info = {
+        "model": model_name, "data": data, "root": _absolute(root), "classes": classes,
+        "num_classes": num_classes, "in_chans": in_chans, "image_size": [c, h, w],
+        "mean": mean, "std": std, "world_size": ctx.world_size, "resize": recipe.resize,
+    }
+    if ft is not None:
+        run_info |= {"finetune": ft.to_run(), "model_kwargs": ft.model_kwargs}
+    return fit(
+        model, recipe, train_loader, out_dir=out, model_name=model_name,
+        val_loader=val_loader, test_loader=test_loader, device=device, input_fit=fit_in,
+        run_info=run_info, resume=checkpoint, dist_ctx=ctx, console=console, **fit_kw,
+    )
+
+
+def _finetune(spec: RunSpec, checkpoint: dict[str, Any] | None) -> Any:
+    """The run's fine-tuning set-up (cnnlab.train.finetune.Finetune), or None."""
+    from cnnlab.train.finetune import Finetune
+
+    saved = (checkpoint or {}).get("run", {}).get("finetune")
+    if saved is not None:
+        return Finetune.from_run(saved)
+    if spec.weights is None:
+        if spec.freeze not in (None, "none") or spec.linear_probe:
+            raise ValueError("--freeze and --linear-probe need pretrained --weights")
+        return None
+    return Finetune(spec.weights, spec.freeze, spec.linear_probe)
+
+
+def _finetune_model(ft: Any, model_name: str, num_classes: int,
+                    checkpoint: dict[str, Any] | None) -> tuple[nn.Module, Any]:
+    """The model with its new head (rebuilt without downloading when resuming)."""
+    model = ft.rebuild(model_name, num_classes) if checkpoint else ft.build(
+        model_name, num_classes)
+    if ft.transforms is None:
+        raise ValueError(f"--weights {ft.weights}: no evaluation transforms are known for "
+                         f"{model_name}'s weights")
+    return model, ft.transforms
 
 
 def _missing_folders(path: Path) -> list[Path]:
