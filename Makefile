@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PIP := $(BIN)/pip install -q -c constraints.txt
 
-.PHONY: demo test lint install install-dev explorer-test-deps
+.PHONY: demo test test-export lint install install-dev explorer-test-deps
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -14,7 +14,7 @@ install: $(BIN)/python
 	$(PIP) -e .
 
 install-dev: $(BIN)/python
-	$(PIP) -e ".[dev]"
+	$(PIP) -e ".[dev,deploy]"
 
 demo: install
 	$(BIN)/cnnlab demo
@@ -33,4 +33,8 @@ explorer-test-deps: install-dev
 	  echo "make: chromium not installed; the browser tests will be skipped"
 
 test: lint explorer-test-deps
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -m "not export_registry"
+
+# Every registered model exported to ONNX and checked by ONNX Runtime: too long for `make test`.
+test-export: install-dev
+	$(BIN)/python -m pytest -q -m export_registry

@@ -80,18 +80,19 @@ def test_calc_conv_lecture_numbers(capsys):
 @pytest.mark.parametrize(
     ("argv", "match"),
     [
-        (["summary", "alexnet", "--input", "3x224"], "too small"),  # read as HxW = 3x224
-        (["summary", "alexnet", "--input", "3by224"], "must look like"),
-        (["summary", "alexnet", "--input", "3x0x224"], "positive"),
-        (["summary", "alexnet", "--input", "3x-5x224"], "positive"),
+        (["summary", "alexnet", "--input", "3x224"], "ambiguous"),  # HxW, or C=3 and H=224?
+        (["summary", "alexnet", "--input", "3by224"], "must be CxHxW"),
+        (["summary", "alexnet", "--input", "3x0x224"], "between 1 and"),
+        (["summary", "alexnet", "--input", "3x-5x224"], "between 1 and"),
         (["summary", "alexnet", "--input", "3x32x32"], "too small"),
-        (["summary", "alexnet", "--batch", "0"], "positive integer"),
+        (["summary", "alexnet", "--batch", "0"], "--batch must be an integer in [1, "),
         (["summary", "nosuchnet"], "unknown model"),
-        (["rf", "alexnet", "--input", "x"], "must look like"),
-        (["rf", "alexnet", "--input", "99999999999"], "too large"),
+        (["rf", "alexnet", "--input", "x"], "must be CxHxW"),
+        (["rf", "alexnet", "--input", "99999999999"], "between 1 and 2,147,483,647"),
+        (["rf", "alexnet", "--input", "2147483647"], "too large"),  # 3x(2^31-1)^2 overflows
         (["erf", "alexnet", "--layer", "nope"], "no layer named"),
         (["calc", "conv", "--n", "3", "--k", "5"], "smaller than 1"),
-        (["calc", "conv", "--n", "0", "--k", "5"], "positive integer"),
+        (["calc", "conv", "--n", "0", "--k", "5"], "--n must be an integer >= 1"),
         (["calc", "conv", "--n", "5", "--k", "3", "--c-in", "3"], "give both"),
         (["erf", "alexnet", "--layer", "features.5", "--out", "erf.jpg"], "ending in .png"),
         (["erf", "alexnet", "--layer", "features.5", "--out", "/no/such/folder/erf.png"],

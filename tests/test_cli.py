@@ -37,7 +37,7 @@ def test_negative_retries_is_one_line_exit_2(capsys, tmp_path):
     # it used to reach download() and die with an IndexError traceback
     assert main(["data", "download", "mnist", "--root", str(tmp_path), "--retries", "-1"]) == 2
     err = capsys.readouterr().err
-    assert "--retries: expected an integer >= 0, got '-1'" in err and err.count("\n") == 1
+    assert "--retries must be an integer >= 0, got '-1'" in err and err.count("\n") == 1
 
 
 def test_readme_model_table_is_in_sync():

@@ -120,12 +120,18 @@ PAPERS: dict[str, dict] = {
     # Chen et al. 2017 (DPN), Sec. 5.1: the rate divided by 10 when the training accuracy
     # plateaus (the other values are unverified and listed as unstated in the recipe).
     "chen2017": dict(optimizer="sgd", schedule="plateau", gamma=0.1, plateau_monitor="train"),
+    # Girshick et al. 2014 (R-CNN), Sec. 2.3: fine-tuning starts SGD at 1/10 of the
+    # pre-training rate (the backbone here; the new head at the full rate).
+    "finetune": dict(optimizer="sgd", backbone_lr_scale=0.1),
+    # Kornblith et al. 2019, Sec. 3: a linear classifier on frozen features of central crops,
+    # without data augmentation.
+    "linear_probe": dict(augment="none"),
 }
 
 
 def test_every_paper_recipe_is_pinned():
     assert set(PAPERS) == set(RECIPES) - {"fast_cpu"}
-    assert len(PAPERS) == 22
+    assert len(PAPERS) == 24  # 22 papers' training recipes and 2 for transfer learning
 
 
 @pytest.mark.parametrize("name", sorted(PAPERS))

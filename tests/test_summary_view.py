@@ -135,6 +135,6 @@ def test_variant_with_in_chans_and_num_classes(capsys):
     code, _, err = run(capsys, "summary", "lenet5", "--num-classes", "11")
     assert code == 2 and err.count("\n") == 1 and "num_classes" in err
     code, _, err = run(capsys, "summary", "resnet18", "--num-classes", "-1")
-    assert code == 2 and "--num-classes: expected an integer >= 0, got -1" in err
+    assert code == 2 and "--num-classes must be an integer >= 0, got '-1'" in err
     code, out, _ = run(capsys, "summary", "resnet18", "--num-classes", "0", "--format", "json")
     assert code == 0 and json.loads(out)["totals"]["params"] == 11_689_512 - 513_000  # no fc

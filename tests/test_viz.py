@@ -212,3 +212,27 @@ def test_viz_erf_is_the_erf_command(capsys):
     torch.manual_seed(0)
     assert main(["viz", "erf", *argv]) == 0
     assert capsys.readouterr().out == plain
+
+
+def test_compare_adds_a_run_at_its_accuracy_macs_and_params(tmp_path, capsys):
+    from cnnlab.registry import list_models, model_info
+    from cnnlab.viz import compare
+
+    run = tmp_path / "run"
+    assert main(["train", "lenet5_modern", "--data", "mnist-sample", "--out", str(run),
+                 "--quiet", "--set", "max_steps=2"]) == 0
+    point = compare.run_point(run)
+    # lenet5_modern on 1x28x28, by hand: conv1 28*28*6*25 + conv2 10*10*16*6*25 + the three
+    # linear layers 400*120 + 120*84 + 84*10 = 416,520 MACs; 156 + 2,416 + 48,120 + 10,164 +
+    # 850 = 61,706 parameters.
+    assert point["gmacs"] * 1e9 == pytest.approx(416_520)
+    assert point["params_m"] * 1e6 == pytest.approx(61_706)
+    assert point["top1"] == curves.load_metrics(run)[-1]["test_top1"]
+    assert main(["viz", "compare", str(run), "--out", str(tmp_path / "cmp")]) == 0
+    assert (tmp_path / "cmp.png").is_file() and (tmp_path / "cmp.svg").is_file()
+    fig, rows = compare.compare_figure([run])
+    published = [n for n in list_models() if model_info(n).top1 is not None]
+    assert sorted(r["model"] for r in rows if r["source"] == "published") == sorted(published)
+    assert [r["model"] for r in rows if r["source"] == "run"] == ["run (lenet5_modern)"]
+    drawn = sum(len(c.get_offsets()) for c in fig.axes[0].collections)
+    assert drawn == len(published) + 1

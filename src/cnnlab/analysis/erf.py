@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import difflib
 import math
+import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -49,9 +50,14 @@ def effective_receptive_field(
     samples: int = 4,
     mass: float = 0.95,
     seed: int = 0,
+    max_bytes: int | None = None,
 ) -> EffectiveRF:
     """The ERF of the centre unit of ``layer``'s output (a registered name builds the model
-    with its default random initialisation, as the paper studies untrained nets too)."""
+    with its default random initialisation, as the paper studies untrained nets too).
+
+    Before anything is allocated, the analyser's activation memory at ``input_size`` (kept
+    for backward, plus as much again for the gradients) must fit in ``max_bytes`` (default:
+    half the memory available now); otherwise a ValueError says how much it would need."""
     if isinstance(model, str):
         from cnnlab.registry import create_model
 
@@ -61,6 +67,7 @@ def effective_receptive_field(
         raise ValueError(f"need positive sizes, samples >= 1 and 0 < mass <= 1, got "
                          f"{input_size}, {samples}, {mass}")
     target = _layer(model, layer)
+    _check_memory(model, input_size, max_bytes)
     captured: dict[str, torch.Tensor] = {}
 
     def hook(_m: nn.Module, _i: Any, out: Any) -> None:
@@ -90,6 +97,32 @@ def effective_receptive_field(
     grads /= samples
     cy, cx = _centre(grads)
     return EffectiveRF(grads, _radius(grads, (cy, cx), mass), (cy, cx), mass)
+
+
+def available_memory() -> int:
+    """Bytes of memory available now (Linux: MemAvailable; elsewhere the physical total)."""
+    try:
+        for line in open("/proc/meminfo", encoding="ascii"):
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def _check_memory(model: nn.Module, input_size: tuple[int, int, int], max_bytes: int | None
+                  ) -> None:
+    from cnnlab.analysis.summary import summarize
+
+    summary = summarize(model, input_size)
+    need = 2 * summary.activation_bytes + summary.param_bytes
+    budget = available_memory() // 2 if max_bytes is None else max_bytes
+    if need > budget:
+        size = "x".join(map(str, input_size))
+        raise ValueError(
+            f"the ERF at {size} needs about {need / 2**30:,.1f} GiB (activations and their "
+            f"gradients), more than the {budget / 2**30:,.1f} GiB it may use; "
+            "try a smaller --input")
 
 
 def _centre(grads: torch.Tensor) -> tuple[float, float]:

@@ -6,18 +6,10 @@ import argparse
 import json
 import sys
 
-from cnnlab.cli import CliError
+from cnnlab.cli import CliError, add_threads_option, at_least
 from cnnlab.data import DATASETS
 
-
-def non_negative(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = -1
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
-    return value
+non_negative = at_least(0)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -26,7 +18,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     actions.required = True
 
     dl = actions.add_parser("download", help="fetch a dataset (official URLs, MD5-checked)")
-    dl.add_argument("name", choices=sorted(set(DATASETS) - {"folder", "mnist-sample"}))
+    dl.add_argument("name", choices=sorted(set(DATASETS) - {"folder", "mnist-sample"}),
+                    help="dataset to fetch")
     dl.add_argument("--root", required=True, help="folder to download into")
     dl.add_argument("--mirror", help="base URL serving the same file names instead")
     dl.add_argument("--extra", action="store_true", help="also fetch optional files (SVHN extra)")
@@ -34,16 +27,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     dl.set_defaults(func=run_download)
 
     ve = actions.add_parser("verify", help="check files against the official MD5s and counts")
-    ve.add_argument("name", choices=sorted(set(DATASETS) - {"folder", "mnist-sample"}))
-    ve.add_argument("--root", required=True)
+    ve.add_argument("name", choices=sorted(set(DATASETS) - {"folder", "mnist-sample"}),
+                    help="dataset to check")
+    ve.add_argument("--root", required=True, help="folder holding the dataset's files")
     ve.set_defaults(func=run_verify)
 
     info = actions.add_parser("info", help="counts, classes and per-channel mean/std")
-    info.add_argument("name", choices=DATASETS)
+    info.add_argument("name", choices=DATASETS, help="dataset to describe")
     info.add_argument("--root", help="dataset folder (not needed for mnist-sample)")
     info.add_argument("--json", action="store_true", help="print JSON")
     info.add_argument("--skip-corrupt", action="store_true",
                       help="image folders: skip undecodable images and list them")
+    add_threads_option(info)
     info.set_defaults(func=run_info)
 
 

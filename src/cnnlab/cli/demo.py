@@ -13,6 +13,8 @@ import argparse
 
 from rich.console import Console
 
+from cnnlab.cli import add_threads_option, positive
+
 MODEL = "lenet5_modern"
 DATA = "mnist-sample"
 EPOCHS = 6
@@ -22,7 +24,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo", help="the README demo: train LeNet-5 on the bundled MNIST sample")
     p.add_argument("--out", help="output folder (default runs/demo, or runs/demo-2, ... when "
                    "that holds an earlier demo)")
-    p.add_argument("--epochs", type=int, default=EPOCHS)
+    p.add_argument("--epochs", type=positive, default=EPOCHS,
+                   help=f"passes over the sample (default {EPOCHS})")
+    add_threads_option(p)
     p.set_defaults(func=run)
 
 

@@ -14,7 +14,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("name", metavar="NAME", help="an experiment, or `list`")
     p.add_argument("--data", help="dataset name (default: the bundled mnist-sample)")
     p.add_argument("--root", help="folder holding the dataset's files")
-    p.add_argument("--budget", choices=("tiny", "quick", "paper"), default="quick")
+    p.add_argument("--budget", choices=("tiny", "quick", "paper"), default="quick",
+                   help="tiny (seconds, for tests), quick (minutes on a CPU) or paper "
+                   "(the papers' schedules); default quick")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
     p.add_argument("--out", help="output folder (required to run one)")
     p.set_defaults(func=run_experiment_cli)

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 from rich.console import Console
 from rich.table import Table
 
+from cnnlab.cli import add_threads_option, positive
 from cnnlab.train.engine import FitResult
 
 if TYPE_CHECKING:
@@ -24,8 +25,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--root", help="folder holding the dataset's files (with --resume: the "
                    "checkpoint's)")
     p.add_argument("--recipe", help="recipe name (default: the model's own)")
-    p.add_argument("--epochs", type=int)
-    p.add_argument("--batch-size", type=int)
+    p.add_argument("--epochs", type=positive, help="passes over the data (default: the recipe's)")
+    p.add_argument("--batch-size", type=positive, help="images per step (default: the recipe's)")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
     p.add_argument("--out", help="output folder (default runs/MODEL-DATA, or runs/MODEL-DATA-2, "
                    "... when that holds a run)")
@@ -42,26 +43,32 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="with --weights: train the new head alone (BN stays in eval mode)")
     p.add_argument("--linear-probe", action="store_true",
                    help="with --weights: a linear classifier on frozen features")
+    p.add_argument("--skip-corrupt", action="store_true",
+                   help="image folders: leave out images that do not decode (each is named)")
+    add_threads_option(p)
     p.set_defaults(func=run_train)
 
     e = sub.add_parser("eval", help="top-1/top-5 error of checkpoints (averaged as an ensemble)")
     e.add_argument("checkpoints", nargs="+", metavar="CHECKPOINT",
-                   help="checkpoint files or run folders")
-    e.add_argument("--data", required=True, help="dataset to evaluate on")
+                   help="checkpoint files or run folders; several are averaged as an ensemble")
+    e.add_argument("--data", required=True, help="dataset name, e.g. mnist, cifar10")
     e.add_argument("--root", help="folder holding the dataset's files")
     e.add_argument("--ten-crop", action="store_true", help="average the 10-crop views")
     e.add_argument("--confusion", metavar="PNG", help="also draw the confusion matrix to PNG")
     e.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
+    add_threads_option(e)
     e.set_defaults(func=run_eval)
 
     q = sub.add_parser("predict", help="class names and probabilities for image files")
-    q.add_argument("checkpoint", help="checkpoint file or run folder")
+    q.add_argument("checkpoint", help="checkpoint file or run folder (a model name with "
+                   "--weights)")
     q.add_argument("images", nargs="+", metavar="IMAGE",
                    help="image files, or folders of them (unreadable images are skipped)")
-    q.add_argument("--topk", type=int, default=5)
-    q.add_argument("--device", default="auto")
+    q.add_argument("--topk", type=positive, default=5, help="classes to list per image (default 5)")
+    q.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
     q.add_argument("--weights", help="published weights (DEFAULT, IMAGENET1K_V1, ...; see "
                    "`cnnlab weights list`) or a weights file; CHECKPOINT is then a model name")
+    add_threads_option(q)
     q.set_defaults(func=run_predict)
 
 
@@ -96,7 +103,8 @@ def run_train(args: argparse.Namespace) -> int:
                    epochs=args.epochs, batch_size=args.batch_size, device=args.device,
                    out=args.out, resume=args.resume, overwrite=args.overwrite,
                    overrides=args.overrides, weights=args.weights, freeze=args.freeze,
-                   linear_probe=args.linear_probe)
+                   linear_probe=args.linear_probe,
+                   skip_corrupt=args.skip_corrupt)
     result = train(spec, console, progress=not args.quiet)
     if int(os.environ.get("RANK", "0")) != 0:  # under torchrun, rank 0 reports
         return 0

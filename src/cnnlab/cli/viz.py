@@ -15,36 +15,47 @@ def register(sub: argparse._SubParsersAction) -> None:
     kinds.required = True
 
     p = kinds.add_parser("filters", help="the filter grid of a conv layer (the first by default)")
-    p.add_argument("source", metavar="CHECKPOINT_OR_MODEL")
+    p.add_argument("source", metavar="CHECKPOINT_OR_MODEL",
+                   help="a checkpoint (or run folder) or a registered model name")
     p.add_argument("--layer", help="qualified name of a Conv2d (default: the first)")
     p.add_argument("--out", default="filters.png", help="PATH[.png]: writes PATH.png, PATH.svg")
     p.set_defaults(func=run_filters)
 
     p = kinds.add_parser("features", help="feature maps of chosen layers for one image")
-    p.add_argument("source", metavar="CHECKPOINT")
-    p.add_argument("image", metavar="IMAGE")
+    p.add_argument("source", metavar="CHECKPOINT", help="a checkpoint or run folder")
+    p.add_argument("image", metavar="IMAGE", help="a JPEG or PNG file")
     p.add_argument("--layer", nargs="+", dest="layers", metavar="NAME",
                    help="layers to show (default: the stage outputs)")
     p.add_argument("--channels", type=int, default=16, help="maps per layer (most active)")
-    p.add_argument("--out", default="features.png")
+    p.add_argument("--out", default="features.png",
+                   help="PATH[.png]: writes PATH.png, PATH.svg")
     p.set_defaults(func=run_features)
 
     p = kinds.add_parser("cam", help="CAM / Grad-CAM / Grad-CAM++ overlaid on an image")
-    p.add_argument("source", metavar="CHECKPOINT", nargs="?")
-    p.add_argument("image", metavar="IMAGE", nargs="?")
+    p.add_argument("source", metavar="CHECKPOINT", nargs="?",
+                   help="a checkpoint or run folder")
+    p.add_argument("image", metavar="IMAGE", nargs="?", help="a JPEG or PNG file")
     p.add_argument("--class", dest="target", type=int, help="class index (default: predicted)")
-    p.add_argument("--method", choices=("cam", "gradcam", "gradcam++"), default="gradcam")
+    p.add_argument("--method", choices=("cam", "gradcam", "gradcam++"), default="gradcam",
+                   help="CAM (GAP networks), Grad-CAM or Grad-CAM++ (default gradcam)")
     p.add_argument("--layer", help="target layer (default: the family's; see --list-layers)")
     p.add_argument("--fraction", type=float, default=0.2, help="pixels blurred in the check")
     p.add_argument("--list-layers", metavar="MODEL", help="list MODEL's feature-map layers")
-    p.add_argument("--out", default="cam.png")
+    p.add_argument("--out", default="cam.png", help="PATH[.png]: writes PATH.png, PATH.svg")
     p.set_defaults(func=run_cam)
 
     p = kinds.add_parser("curves", help="train/val/test error vs epoch of several runs")
-    p.add_argument("runs", nargs="+", metavar="RUN_DIR")
-    p.add_argument("--title", default="")
-    p.add_argument("--out", default="curves.png")
+    p.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run folders holding metrics.jsonl")
+    p.add_argument("--title", default="", help="figure title")
+    p.add_argument("--out", default="curves.png", help="PATH[.png]: writes PATH.png, PATH.svg")
     p.set_defaults(func=run_curves)
+
+    p = kinds.add_parser("compare", help="top-1 vs GMACs of the zoo (bubble area = params), "
+                         "with your runs added (Canziani et al. 2016, Fig. 2)")
+    p.add_argument("runs", nargs="*", metavar="RUN_DIR",
+                   help="run folders written by `cnnlab train` to add as points")
+    p.add_argument("--out", default="compare.png", help="PATH[.png]: writes PATH.png, PATH.svg")
+    p.set_defaults(func=run_compare)
 
     add_erf_parser(kinds)
 
@@ -124,3 +135,13 @@ def run_curves(args: argparse.Namespace) -> int:
         label = run.rstrip("/").split("/")[-1] or run
         runs[label if label not in runs else run] = curves.load_metrics(run)
     return _save(curves.plot_run_curves(runs, title=args.title), args.out)
+
+
+def run_compare(args: argparse.Namespace) -> int:
+    from cnnlab.viz import compare, figure
+
+    figure.figure_stem(args.out)
+    fig, rows = compare.compare_figure(args.runs)
+    print(f"{sum(r['source'] == 'published' for r in rows)} published models, "
+          f"{sum(r['source'] == 'run' for r in rows)} of your runs")
+    return _save(fig, args.out)

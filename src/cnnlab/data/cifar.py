@@ -138,7 +138,7 @@ def read_cifar_pickle(path: str | Path) -> dict[str, Any]:
     return _str_keys(obj)
 
 
-def _read_batch(path: Path, label_key: str) -> tuple[np.ndarray, list[int]]:
+def _read_batch(path: Path, label_key: str, classes: int) -> tuple[np.ndarray, list[int]]:
     batch = read_cifar_pickle(path)
     if "data" not in batch or label_key not in batch:
         raise DatasetError(f"{path}: missing 'data' or {label_key!r} (keys: {sorted(batch)})")
@@ -149,6 +149,10 @@ def _read_batch(path: Path, label_key: str) -> tuple[np.ndarray, list[int]]:
         raise DatasetError(f"{path}: 'data' must be a uint8 (N, 3072) array, got shape {shape}")
     if not isinstance(labels, list) or len(labels) != len(data):
         raise DatasetError(f"{path}: {len(data)} images but {len(labels)} labels")
+    for i, label in enumerate(labels):  # 1.5 or "3" would be truncated or misread silently
+        if isinstance(label, bool) or not isinstance(label, int) or not 0 <= label < classes:
+            raise DatasetError(f"{path}: label {i} is {label!r} ({type(label).__name__}); "
+                               f"labels must be integers 0..{classes - 1}")
     return data, labels
 
 
@@ -174,7 +178,7 @@ def load_cifar(root: str | Path, name: str = "cifar10") -> dict[str, ImageTensor
     classes = _decode_names(folder / meta_file, meta_key)
     splits = {}
     for split, files in SPLIT_FILES[name].items():
-        parts = [_read_batch(folder / f, LABEL_KEY[name]) for f in files]
+        parts = [_read_batch(folder / f, LABEL_KEY[name], len(classes)) for f in files]
         data = np.concatenate([d for d, _ in parts])
         labels = torch.tensor([label for _, ls in parts for label in ls], dtype=torch.int64)
         images = torch.from_numpy(data).reshape(-1, 3, 32, 32)

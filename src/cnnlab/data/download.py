@@ -83,8 +83,15 @@ def _checksum(md5: str | None, sha256: str | None) -> tuple[str, str, Callable[[
     return "SHA-256", sha256.lower(), lambda p: sha256_file(p)[: len(sha256)]
 
 
-def _fetch_once(url: str, part: Path, timeout: float) -> None:
-    """Append the rest of ``url`` to ``part`` (all of it if the server ignores Range)."""
+def byte_limit(size: int | None) -> int | None:
+    """The most bytes a download of a ``size``-byte file may write: the size plus a margin
+    (1%, at least 64 KiB), so an endless or wrong response stops early, not at a full disk."""
+    return None if size is None else size + max(size // 100, 1 << 16)
+
+
+def _fetch_once(url: str, part: Path, timeout: float, size: int | None = None) -> None:
+    """Append the rest of ``url`` to ``part`` (all of it if the server ignores Range); stop
+    with a DownloadError past :func:`byte_limit` of ``size``."""
     offset = part.stat().st_size if part.exists() else 0
     headers = {"User-Agent": "cnnlab", "Range": f"bytes={offset}-"} if offset else {
         "User-Agent": "cnnlab"}
@@ -102,11 +109,20 @@ def _fetch_once(url: str, part: Path, timeout: float) -> None:
     with response:
         resumed = offset > 0 and response.status == 206
         length = response.headers.get("Content-Length")
-        expected = int(length) if length is not None else None
+        expected = int(length) if length is not None and length.isdigit() else None
+        start = offset if resumed else 0
+        limit = byte_limit(size)  # (http.client itself reads no further than Content-Length)
         received = 0
         with part.open("ab" if resumed else "wb") as fh:
             try:
                 while block := response.read(1 << 16):
+                    if limit is not None and start + received + len(block) > limit:
+                        fh.close()
+                        part.unlink(missing_ok=True)
+                        raise DownloadError(
+                            f"{url}: the server sent more than the {limit:,} bytes allowed "
+                            f"for {part.name.removesuffix('.part')} (the official file has "
+                            f"{size:,}); stopped and deleted the partial download")
                     fh.write(block)
                     received += len(block)
             except (OSError, HTTPException) as exc:
@@ -117,7 +133,7 @@ def _fetch_once(url: str, part: Path, timeout: float) -> None:
 
 def _fetch_with_retries(
     url: str, part: Path, retries: int, timeout: float, backoff: float,
-    failures: list[str], log: Log | None,
+    failures: list[str], log: Log | None, size: int | None = None,
 ) -> bool:
     """True once ``url`` has been read to its end into ``part``; False after the retries or
     a refusal (HTTP 4xx), with the reasons appended to ``failures``."""
@@ -126,7 +142,7 @@ def _fetch_with_retries(
             resume = f" (resuming at byte {part.stat().st_size})" if part.exists() else ""
             log(f"fetching {url}{resume}")
         try:
-            _fetch_once(url, part, timeout)
+            _fetch_once(url, part, timeout, size)
             return True
         except _Retryable as exc:
             failures.append(f"{url}: {exc}")
@@ -148,10 +164,13 @@ def fetch(
     timeout: float = 60.0,
     backoff: float = 1.0,
     log: Log | None = None,
+    size: int | None = None,
 ) -> Path:
     """Download ``dest`` from the first of ``urls`` that serves it, resuming ``dest.part``;
     rename to ``dest`` only when the MD5 equals ``md5`` (or the SHA-256 starts with
-    ``sha256``, a full digest or a prefix). An existing good ``dest`` is kept."""
+    ``sha256``, a full digest or a prefix). An existing good ``dest`` is kept (one with
+    another digest is fetched again). ``size`` (the official bytes) caps what is written: a
+    response that runs past it (an endless one) stops with a DownloadError."""
     if retries < 0:
         raise ValueError(f"retries must be 0 or more, got {retries}")
     kind, expected, digest_of = _checksum(md5, sha256)
@@ -163,7 +182,7 @@ def fetch(
     part = dest.with_name(dest.name + ".part")
     failures: list[str] = []
     for url in urls:  # mirrors in order; a partial file carries over (same bytes)
-        if not _fetch_with_retries(url, part, retries, timeout, backoff, failures, log):
+        if not _fetch_with_retries(url, part, retries, timeout, backoff, failures, log, size):
             continue
         actual = digest_of(part) if part.exists() else "nothing (empty response)"
         if actual != expected:
@@ -292,7 +311,7 @@ def download(
             continue
         urls = (f"{mirror.rstrip('/')}/{remote.name}",) if mirror else remote.urls
         path = fetch(urls, root / remote.name, remote.md5, retries=retries, backoff=backoff,
-                     log=log)
+                     log=log, size=remote.size)
         if log:
             log(f"{path}: MD5 {remote.md5} ok")
         if remote.extract:

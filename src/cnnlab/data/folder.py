@@ -7,6 +7,7 @@ Layouts: ``root/<class>/<image>`` (one split, "train"), or ``root/train/<class>/
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +16,8 @@ from PIL import Image
 
 from cnnlab.data.dataset import ChannelStatsMixin, DatasetError, PixelMoments
 
-__all__ = ["IMAGENETTE_CLASSES", "EXTENSIONS", "ImageFolderDataset", "decode_image", "load_folder"]
+__all__ = ["IMAGENETTE_CLASSES", "EXTENSIONS", "DatasetWarning", "ImageFolderDataset",
+           "decode_image", "load_folder"]
 
 EXTENSIONS = (".jpg", ".jpeg", ".png")
 
@@ -32,11 +34,36 @@ def decode_image(path: str | Path) -> torch.Tensor:
     """One JPEG/PNG file as uint8 RGB (3, H, W); a file Pillow cannot fully decode raises
     :class:`DatasetError` naming it."""
     try:
-        with Image.open(path) as image:
-            array = np.asarray(image.convert("RGB"))
-    except (OSError, ValueError, Image.DecompressionBombError) as exc:
-        raise DatasetError(f"{path}: cannot decode image ({exc})") from None
+        with warnings.catch_warnings():
+            # Pillow warns of a possible decompression bomb (over MAX_IMAGE_PIXELS) and goes
+            # on; here it is refused, in our own one-line error rather than after a warning.
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                array = np.asarray(image.convert("RGB"))
+    except (OSError, ValueError, Image.DecompressionBombError,
+            Image.DecompressionBombWarning) as exc:
+        raise DatasetError(f"{path}: cannot decode image ({exc}); skip_corrupt "
+                           "(--skip-corrupt) leaves such images out") from None
     return torch.from_numpy(array.copy()).permute(2, 0, 1)
+
+
+class DatasetWarning(UserWarning):
+    """Something in a dataset was left out; the message names it."""
+
+
+def _images_within(folder: Path, within: Path, outside: list[tuple[Path, Path]]) -> list[Path]:
+    """The image files under ``folder``, sorted; a symbolic link (to a file, or a folder of
+    them) whose target is not inside ``within`` is left out and added to ``outside``."""
+    files = []
+    for path in sorted(folder.rglob("*")):
+        if not (path.suffix.lower() in EXTENSIONS and path.is_file()):
+            continue
+        target = path.resolve()
+        if not target.is_relative_to(within):
+            outside.append((path, target))
+        else:
+            files.append(path)
+    return files
 
 
 class ImageFolderDataset(ChannelStatsMixin, torch.utils.data.Dataset):
@@ -50,7 +77,7 @@ class ImageFolderDataset(ChannelStatsMixin, torch.utils.data.Dataset):
 
     def __init__(
         self, root: str | Path, *, skip_corrupt: bool = False,
-        class_names: dict[str, str] | None = None, name: str = "",
+        class_names: dict[str, str] | None = None, name: str = "", within: Path | None = None,
     ) -> None:
         root = Path(root)
         if not root.is_dir():
@@ -59,12 +86,17 @@ class ImageFolderDataset(ChannelStatsMixin, torch.utils.data.Dataset):
         if not folders:
             raise DatasetError(f"{root}: no class folders (expected {root}/<class>/<image>.jpg)")
         samples: list[tuple[Path, int]] = []
+        outside: list[tuple[Path, Path]] = []
         for label, folder in enumerate(folders):
-            files = sorted(p for p in folder.rglob("*")
-                           if p.is_file() and p.suffix.lower() in EXTENSIONS)
+            files = _images_within(folder, (within or root).resolve(), outside)
             if not files:
                 raise DatasetError(f"{folder}: class folder holds no {'/'.join(EXTENSIONS)} images")
             samples += [(p, label) for p in files]
+        if outside:
+            (path, target), more = outside[0], len(outside) - 1
+            warnings.warn(f"{path} -> {target} is outside {within or root} and was skipped"
+                          + (f" (and {more} more such links)" if more else ""),
+                          DatasetWarning, stacklevel=2)
         self.root = root
         self.wnids = [f.name for f in folders]
         self.classes = [(class_names or {}).get(w, w) for w in self.wnids]
@@ -141,7 +173,7 @@ def load_folder(
         return {"train": ImageFolderDataset(root, skip_corrupt=skip_corrupt, name=f"{name}/train")}
     splits = {
         split: ImageFolderDataset(path, skip_corrupt=skip_corrupt, class_names=names,
-                                  name=f"{name}/{split}")
+                                  name=f"{name}/{split}", within=root)
         for split, path in split_dirs.items()
     }
     for split, ds in splits.items():

@@ -35,46 +35,82 @@ MNIST_FAMILY: dict[str, list[str]] = {
 }
 
 _UBYTE = 0x08
+# The most data one IDX file may declare: 4 GiB (MNIST's train images are 47 MB, EMNIST's
+# largest 0.6 GB). A gzip bomb declares more than its few compressed bytes could honestly hold.
+MAX_IDX_BYTES = 4 << 30
 
 
-def _read_bytes(path: Path) -> bytes:
-    data = path.read_bytes()
-    if data[:2] != b"\x1f\x8b":  # not gzip: a raw IDX file
-        return data
-    try:
-        return gzip.decompress(data)
-    except (EOFError, gzip.BadGzipFile, zlib.error) as exc:
-        raise DatasetError(f"{path}: truncated or corrupt gzip data ({exc})") from None
+class _Reader:
+    """Reads an IDX file's bytes in order, decompressing gzip lazily: only what is asked for
+    is ever decompressed, so a header can be judged before the data is touched."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.size = path.stat().st_size
+        self.fh = path.open("rb")
+        self.gz = self.fh.read(2) == b"\x1f\x8b"
+        self.fh.seek(0)
+        self.stream = gzip.GzipFile(fileobj=self.fh, mode="rb") if self.gz else self.fh
+
+    def read(self, n: int) -> bytes:
+        try:
+            return self.stream.read(n)
+        except (EOFError, OSError, zlib.error) as exc:  # BadGzipFile is an OSError
+            raise DatasetError(f"{self.path}: truncated or corrupt gzip data ({exc})") from None
+
+    def close(self) -> None:
+        self.stream.close()
+        self.fh.close()
 
 
-def read_idx(path: str | Path) -> torch.Tensor:
-    """One IDX file (gzipped or raw) as a uint8 tensor of the shape its header declares."""
+def read_idx(path: str | Path, max_bytes: int = MAX_IDX_BYTES) -> torch.Tensor:
+    """One IDX file (gzipped or raw) as a uint8 tensor of the shape its header declares.
+
+    The header is read first: a declared size over ``max_bytes`` (or, raw, over the file's
+    size) is refused before any data is read; so are a file cut short and bytes after the data.
+    """
     path = Path(path)
-    data = _read_bytes(path)
-    if len(data) < 4 or data[:2] != b"\x00\x00":
+    reader = _Reader(path)
+    try:
+        return _read_idx(reader, path, max_bytes)
+    finally:
+        reader.close()
+
+
+def _read_idx(reader: _Reader, path: Path, max_bytes: int) -> torch.Tensor:
+    magic = reader.read(4)
+    if len(magic) < 4 or magic[:2] != b"\x00\x00":
         raise DatasetError(
-            f"{path}: not an IDX file (magic {data[:4].hex() or 'empty'}; "
+            f"{path}: not an IDX file (magic {magic.hex() or 'empty'}; "
             "expected 0000 then type code and dimension count)"
         )
-    type_code, ndim = data[2], data[3]
+    type_code, ndim = magic[2], magic[3]
     if type_code != _UBYTE:
         raise DatasetError(
             f"{path}: IDX type code 0x{type_code:02x} is not supported (only unsigned byte 0x08)"
         )
-    header = 4 + 4 * ndim
-    if ndim == 0 or len(data) < header:
+    dims_bytes = reader.read(4 * ndim)
+    if ndim == 0 or len(dims_bytes) < 4 * ndim:
         raise DatasetError(f"{path}: IDX header declares {ndim} dimensions but is cut short")
-    dims = struct.unpack(f">{ndim}I", data[4:header])
+    dims = struct.unpack(f">{ndim}I", dims_bytes)
     expected = 1
     for d in dims:
         expected *= d
-    if len(data) - header != expected:
-        raise DatasetError(
-            f"{path}: IDX header declares shape {dims} = {expected} bytes of data "
-            f"but the file holds {len(data) - header}"
-        )
+    declared = f"{path}: IDX header declares shape {dims} = {expected:,} bytes of data"
+    if expected > max_bytes:
+        raise DatasetError(f"{declared}, more than the {max_bytes:,} cnnlab reads "
+                           "(a corrupt file, or a gzip bomb); nothing was decompressed")
+    if not reader.gz and 4 + 4 * ndim + expected != reader.size:
+        raise DatasetError(f"{declared} but the file holds {reader.size - 4 - 4 * ndim:,}")
+    data = reader.read(expected)
+    if len(data) != expected:
+        raise DatasetError(f"{declared} but the file holds {len(data):,}")
+    if reader.read(1):
+        raise DatasetError(f"{declared} but the file holds more (trailing bytes)")
+    if expected == 0:  # torch.frombuffer refuses an empty buffer
+        return torch.zeros(dims, dtype=torch.uint8)
     # bytearray: torch wants a writable buffer; this is the one copy of the data.
-    return torch.frombuffer(bytearray(data[header:]), dtype=torch.uint8).reshape(dims)
+    return torch.frombuffer(bytearray(data), dtype=torch.uint8).reshape(dims)
 
 
 def find_idx_file(root: Path, stem: str) -> Path:
@@ -94,6 +130,11 @@ def load_idx_split(root: Path, split: str, classes: list[str], name: str) -> Ima
             f"{image_path}: expected 3 IDX dimensions (count, rows, cols), "
             f"got shape {tuple(images.shape)}"
         )
+    if len(images) == 0:
+        raise DatasetError(f"{image_path}: holds 0 images (its IDX header declares a count of 0)")
+    if 0 in images.shape[1:]:
+        raise DatasetError(f"{image_path}: holds images of {images.shape[1]}x{images.shape[2]} "
+                           "pixels; expected at least 1x1 (MNIST's are 28x28)")
     if labels.ndim != 1:
         raise DatasetError(f"{label_path}: expected 1 IDX dimension, got {tuple(labels.shape)}")
     if len(images) != len(labels):
@@ -114,4 +155,29 @@ def load_idx_dataset(root: str | Path, name: str = "mnist") -> dict[str, ImageTe
     if not root.is_dir():
         raise FileNotFoundError(f"dataset root {root} does not exist or is not a folder")
     classes = MNIST_FAMILY[name.removesuffix("-sample")]
+    if name in MNIST_FAMILY:
+        for stems in SPLIT_FILES.values():
+            for stem in stems:
+                _check_not_another_dataset(find_idx_file(root, stem), name)
     return {split: load_idx_split(root, split, classes, name) for split in SPLIT_FILES}
+
+
+_TITLES = {"mnist": "MNIST", "fashion-mnist": "Fashion-MNIST", "kmnist": "KMNIST"}
+
+
+def _check_not_another_dataset(path: Path, name: str) -> None:
+    """The three datasets share file names and shapes; the catalog's MD5s of the official
+    files tell them apart (milliseconds), so Fashion-MNIST given MNIST's files says so."""
+    from cnnlab.data.catalog import SOURCES
+    from cnnlab.data.download import md5_file
+
+    if path.suffix != ".gz":
+        return  # the catalog knows the official gzipped files only
+    md5 = md5_file(path)
+    for other in MNIST_FAMILY:
+        if other != name and any(f.md5 == md5 for f in SOURCES[other].files):
+            raise DatasetError(
+                f"{path}: {path.name} is the official {_TITLES[other]} file, not {name}'s "
+                f"(its MD5 is in the {other} catalog); use --data {other}, or put the "
+                f"{name} files in this folder"
+            )

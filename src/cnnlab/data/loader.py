@@ -23,7 +23,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from cnnlab.data.dataset import ImageTensorDataset
+from cnnlab.data.dataset import DatasetError, ImageTensorDataset
 from cnnlab.data.transforms import Normalizer
 from cnnlab.data.transforms import resize as resize_images
 
@@ -272,12 +272,26 @@ class FolderLoader(_EpochBatches):
             # the global RNG, which a resumed run must find exactly as the checkpoint left it.
             generator=torch.Generator().manual_seed(mix_seed(self.seed, self.epoch, self.rank, 3)),
         )
-        for b, (x, y) in enumerate(loader, start):
+        for b, (x, y) in enumerate(_worker_errors_unwrapped(loader), start):
             x = x.to(self.device, non_blocking=True)
             if self.train_transform is not None:
                 x = self.train_transform(x, self._augment_generator(b))
             self.served += 1
             yield self._normalize(x), y.to(self.device, non_blocking=True)
+
+
+def _worker_errors_unwrapped(loader: Any) -> Iterator[Any]:
+    """A DatasetError raised in a worker arrives as "Caught DatasetError in DataLoader worker
+    process 0." with the worker's traceback below; raise the original one-line message (which
+    names the file) instead."""
+    try:
+        yield from loader
+    except DatasetError as exc:
+        lines = [line for line in str(exc).splitlines() if line.strip()]
+        if len(lines) > 1 and lines[0].startswith("Caught "):
+            original = lines[-1].split(": ", 1)[-1]  # "cnnlab....DatasetError: <message>"
+            raise DatasetError(original) from None
+        raise
 
 
 def make_loader(dataset: Any, batch_size: int, **options: Any) -> DeviceLoader | FolderLoader:

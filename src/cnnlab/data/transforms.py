@@ -378,7 +378,11 @@ def resize(
 
 
 def center_crop(x: torch.Tensor, size: int | Sequence[int]) -> torch.Tensor:
-    """The central ``size`` window of every image."""
+    """The central ``size`` window of every image.
+
+    An odd margin puts the extra row (column) at the bottom (right): top = floor((H - h) / 2).
+    torchvision rounds half to even (``round((H - h) / 2)``), so for margins 3, 7, 11, ...
+    its window sits one pixel lower (further right) than this one; other margins agree."""
     _check_batch(x, "center_crop")
     h, w = x.shape[2:]
     th, tw = _pair(size)

@@ -220,13 +220,14 @@ def predict_images(path: str | Path, images: Sequence[str | Path], topk: int = 5
     results, skipped = [], []
     for file in files:
         try:
-            with warnings.catch_warnings():  # Pillow's bomb warning: we say it in one line
-                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with warnings.catch_warnings():  # Pillow's bomb warning: refused, in one line
+                warnings.simplefilter("error", Image.DecompressionBombWarning)
                 with Image.open(file) as opened:
                     im = opened.convert("L" if c == 1 else "RGB")
             x = torch.frombuffer(bytearray(im.tobytes()), dtype=torch.uint8)
             x = x.view(im.height, im.width, c).permute(2, 0, 1)[None].contiguous()
-        except (OSError, Image.DecompressionBombError, ValueError) as exc:
+        except (OSError, Image.DecompressionBombError, Image.DecompressionBombWarning,
+                ValueError) as exc:
             why = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             reason = f"{file}: not a readable image ({why})"
             skipped.append(reason)

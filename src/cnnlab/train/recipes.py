@@ -23,9 +23,12 @@ from cnnlab.train import schedules as S
 
 __all__ = [
     "RECIPES",
+    "RULES",
     "Recipe",
+    "Rule",
     "apply_overrides",
     "build_schedule",
+    "field_problem",
     "get_recipe",
     "list_recipes",
     "parse_overrides",
@@ -35,6 +38,129 @@ __all__ = [
 OPTIMIZERS = ("sgd", "adamw", "rmsprop")
 SCHEDULES = ("constant", "multistep", "exponential", "plateau", "cosine", "poly", "onecycle")
 AUGMENTS = ("none", "crop_flip", "flip", "crop", "resized_crop_flip", "scale_jitter_crop_flip")
+
+
+# --- valid values ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Rule:
+    """A recipe field's valid values: its type and an interval (``low``/``high``, open where
+    marked), or a set of choices; ``optional`` allows None, ``length`` fixes a tuple's size."""
+
+    kind: type
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    high_open: bool = False
+    choices: tuple[str, ...] = ()
+    optional: bool = False
+    many: bool = False  # a tuple of such values
+    length: int | None = None
+
+    def describe(self) -> str:
+        if self.choices:
+            text = f"one of {', '.join(self.choices)}"
+        elif self.kind is bool:
+            text = "true or false"
+        elif self.kind is str:
+            text = "text"
+        else:
+            what = "an integer" if self.kind is int else "a finite number"
+            text = what + self._interval()
+        if self.many:
+            count = f"{self.length} values" if self.length else "a comma-separated list"
+            text = f"{count}, each {text}"
+        return text + (" (or none)" if self.optional else "")
+
+    def _interval(self) -> str:
+        lo, hi = self.low, self.high
+        if lo is not None and hi is not None:
+            return (f" in {'(' if self.low_open else '['}{_num(lo)}, {_num(hi)}"
+                    f"{')' if self.high_open else ']'}")
+        if lo is not None:
+            return f" {'>' if self.low_open else '>='} {_num(lo)}"
+        if hi is not None:
+            return f" {'<' if self.high_open else '<='} {_num(hi)}"
+        return ""
+
+    def allows(self, value: Any) -> bool:
+        if value is None:
+            return self.optional
+        if self.many:
+            return (isinstance(value, tuple) and all(self._allows_one(v) for v in value)
+                    and (self.length is None or len(value) == self.length))
+        return self._allows_one(value)
+
+    def _allows_one(self, value: Any) -> bool:
+        if self.kind is bool or self.kind is str:
+            return isinstance(value, self.kind) and (not self.choices or value in self.choices)
+        if isinstance(value, bool) or not isinstance(value, (int, float) if self.kind is float
+                                                     else int):
+            return False
+        if not math.isfinite(value):
+            return False
+        lo, hi = self.low, self.high
+        if lo is not None and (value <= lo if self.low_open else value < lo):
+            return False
+        return hi is None or (value < hi if self.high_open else value <= hi)
+
+
+def _num(x: float) -> str:
+    return str(int(x)) if float(x).is_integer() else f"{x:g}"
+
+
+def _number(low: float | None = None, high: float | None = None, *, low_open: bool = False,
+            high_open: bool = False, many: bool = False, length: int | None = None) -> Rule:
+    return Rule(float, low, high, low_open, high_open, many=many, length=length)
+
+
+def _integer(low: int, high: int | None = None, *, optional: bool = False) -> Rule:
+    return Rule(int, low, high, optional=optional)
+
+
+_FRACTION = _number(0, 1, high_open=True)  # [0, 1): decays, momenta, smoothing
+_POSITIVE = _number(0, low_open=True)
+_NON_NEGATIVE = _number(0)
+_BOOL, _TEXT = Rule(bool), Rule(str)
+
+# Every field of Recipe, checked by Recipe.__post_init__ (recipes, --set and checkpoints alike).
+RULES: Mapping[str, Rule] = types.MappingProxyType({
+    "name": _TEXT, "citation": _TEXT,
+    "optimizer": Rule(str, choices=OPTIMIZERS), "lr": _POSITIVE, "momentum": _FRACTION,
+    "nesterov": _BOOL, "weight_decay": _NON_NEGATIVE, "no_decay_1d": _BOOL,
+    "betas": _number(0, 1, high_open=True, many=True, length=2), "alpha": _FRACTION,
+    "eps": _POSITIVE,
+    "batch_size": _integer(1), "epochs": _integer(1), "max_steps": _integer(1, optional=True),
+    "schedule": Rule(str, choices=SCHEDULES), "milestones": _number(0, many=True),
+    "milestone_unit": Rule(str, choices=("epoch", "step")),
+    "gamma": _number(0, 1, low_open=True), "factors": _number(0, low_open=True, many=True),
+    "decay_every": _POSITIVE, "plateau_patience": _integer(0),
+    "plateau_monitor": Rule(str, choices=("val", "train")), "plateau_max_drops": _integer(0),
+    "final_lr": _NON_NEGATIVE, "onecycle_pct": _number(0, 1, low_open=True, high_open=True),
+    "warmup_epochs": _NON_NEGATIVE, "warmup_lr": _NON_NEGATIVE,
+    "warmup_until_error": _number(0, 100), "warmup_max_steps": _integer(1, optional=True),
+    "warmup_models": Rule(str, many=True),
+    "label_smoothing": _FRACTION, "grad_clip": _NON_NEGATIVE, "aux_loss_weight": _NON_NEGATIVE,
+    "ema_decay": _FRACTION,
+    "val_size": _integer(0), "augment": Rule(str, choices=AUGMENTS), "crop_padding": _integer(0),
+    "pca_lighting": _NON_NEGATIVE, "eval_test_every_epoch": _BOOL,
+    "seed": _integer(0, 2**63 - 1), "amp": Rule(str, choices=("none", "bf16", "fp16")),
+    "channels_last": _BOOL, "compile": _BOOL,
+    "checkpoint_every": _integer(0), "resize": _integer(0, 4096),
+    "best_split": Rule(str, choices=("auto", "val", "test")),
+    "backbone_lr_scale": _NON_NEGATIVE,
+    "unstated": Rule(str, many=True), "source": _TEXT,
+})
+
+
+def field_problem(name: str, value: Any) -> str | None:
+    """Why ``value`` is not valid for recipe field ``name`` (None when it is)."""
+    rule = RULES.get(name)
+    if rule is None or rule.allows(value):  # a field without a rule: the tests flag it
+        return None
+    shown = list(value) if isinstance(value, tuple) else value
+    return f"{name} must be {rule.describe()}, got {shown!r}"
 
 
 @dataclass(frozen=True)
@@ -99,28 +225,19 @@ class Recipe:
     source: str = ""
 
     def __post_init__(self) -> None:
-        for key, allowed in (
-            ("optimizer", OPTIMIZERS),
-            ("schedule", SCHEDULES),
-            ("augment", AUGMENTS),
-            ("amp", ("none", "bf16", "fp16")),
-            ("milestone_unit", ("epoch", "step")),
-            ("plateau_monitor", ("val", "train")),
-            ("best_split", ("auto", "val", "test")),
-        ):
-            if getattr(self, key) not in allowed:
-                raise ValueError(
-                    f"recipe {self.name}: {key} must be one of {', '.join(allowed)}, "
-                    f"got {getattr(self, key)!r}"
-                )
-        if self.batch_size < 1 or self.epochs < 1:
-            raise ValueError(f"recipe {self.name}: batch_size and epochs must be >= 1")
-        if self.checkpoint_every < 0:
-            raise ValueError(f"checkpoint_every must be >= 0 (steps; 0 = every 5 minutes), "
-                             f"got {self.checkpoint_every}")
-        if self.resize < 0 or self.resize > 4096:
-            raise ValueError(f"resize must be between 1 and 4096 pixels (0 = off), "
-                             f"got {self.resize}")
+        for f in fields(self):
+            problem = field_problem(f.name, getattr(self, f.name))
+            if problem:
+                raise ValueError(f"recipe {self.name}: {problem}")
+        if list(self.milestones) != sorted(self.milestones):
+            raise ValueError(f"recipe {self.name}: milestones must be increasing, "
+                             f"got {list(self.milestones)}")
+        if self.factors and len(self.factors) != len(self.milestones) + 1:
+            raise ValueError(
+                f"recipe {self.name}: factors needs one value per phase, "
+                f"{len(self.milestones) + 1} for {len(self.milestones)} milestones, "
+                f"got {len(self.factors)}"
+            )
 
     def to_dict(self) -> dict[str, Any]:
         return {f.name: _plain(getattr(self, f.name)) for f in fields(self)}
@@ -413,17 +530,17 @@ def _parse_scalar(tp: Any, text: str, key: str) -> Any:
             return True
         if low in ("0", "false", "no", "off"):
             return False
-        raise ValueError(f"--set {key}={text}: expected true or false")
+        raise ValueError(key)
     if tp is int:
         try:
             return int(text.replace("_", ""))
         except ValueError:
-            raise ValueError(f"--set {key}={text}: expected an integer") from None
+            raise ValueError(key) from None
     if tp is float:
         try:
             return float(text)
         except ValueError:
-            raise ValueError(f"--set {key}={text}: expected a number") from None
+            raise ValueError(key) from None
     return text
 
 
@@ -442,7 +559,8 @@ def _parse_value(hint: Any, text: str, key: str) -> Any:
 
 
 def parse_overrides(pairs: Iterable[str]) -> dict[str, Any]:
-    """``["lr=0.05", "milestones=10,20"]`` -> typed values; unknown keys list the valid ones."""
+    """``["lr=0.05", "milestones=10,20"]`` -> typed values; unknown keys list the valid ones,
+    and a value outside the field's range (:data:`RULES`) names the range."""
     hints = typing.get_type_hints(Recipe)
     valid = [f.name for f in fields(Recipe) if f.name not in ("name", "citation")]
     out: dict[str, Any] = {}
@@ -453,7 +571,14 @@ def parse_overrides(pairs: Iterable[str]) -> dict[str, Any]:
             raise ValueError(f"--set expects key=value, got {pair!r}")
         if key not in valid:
             raise ValueError(f"unknown recipe key {key!r}; valid keys: {', '.join(valid)}")
-        out[key] = _parse_value(hints[key], text.strip(), key)
+        try:
+            value = _parse_value(hints[key], text.strip(), key)
+        except ValueError:
+            wanted = RULES[key].describe() if key in RULES else f"a {hints[key]}"
+            raise ValueError(f"--set {pair}: {key} must be {wanted}") from None
+        if problem := field_problem(key, value):
+            raise ValueError(f"--set {pair}: {problem}")
+        out[key] = value
     return out
 
 

@@ -67,6 +67,7 @@ class RunSpec:
     weights: str | None = None  # fine-tune from published weights (cnnlab.train.finetune)
     freeze: str | None = None
     linear_probe: bool = False
+    skip_corrupt: bool = False  # image folders: leave out (and name) images that do not decode
 
 
 def resolve_device(name: str) -> torch.device:
@@ -348,8 +349,13 @@ def _train(spec: RunSpec, console: Console, fit_kw: dict[str, Any], *,
 
     splits = load_dataset(data, root,
                           **({"val_size": recipe.val_size, "seed": recipe.seed}
-                             if recipe.val_size else {}))
+                             if recipe.val_size else {}),
+                          **({"skip_corrupt": True} if spec.skip_corrupt else {}))
     train_ds = splits["train"]
+    for split_name, ds in {id(d): (n, d) for n, d in splits.items()}.values():
+        if ctx.is_main and getattr(ds, "skipped", None):
+            console.print(f"{split_name}: skipped {len(ds.skipped)} undecodable image(s), "
+                          f"e.g. {ds.skipped[0][0]}", markup=False, soft_wrap=True)
     in_memory = isinstance(train_ds, ImageTensorDataset)
     c, h, w = image_shape(train_ds)
     crop = short = None
