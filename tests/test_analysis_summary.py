@@ -230,7 +230,8 @@ def test_macs_equal_flop_counter_for_every_model(name):
     assert s.total_flops == counter.get_total_flops()
     assert s.total_macs * 2 == counter.get_total_flops()
     assert s.total_params == sum(p.numel() for p in model.parameters())
-    assert s.unaccounted == []
+    # The one accepted entry: a deformable conv's input-dependent field (static bound stated).
+    assert [u for u in s.unaccounted if "input-dependent sampling" not in u] == []
     # `cnnlab models` and the README show this cached count where the paper declares none
     assert zoo.cached_macs().get(name) == s.total_macs, "run `python scripts/sync_readme.py`"
 

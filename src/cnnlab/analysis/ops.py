@@ -11,7 +11,7 @@ Other ops, counted separately and never mixed into MACs (per output element unle
 - max/average pooling: K·K per output element (one compare or add per window element);
 - adaptive pooling and reductions (mean over H, W): 1 per *input* element;
 - softmax: 3 (exp, sum, divide).
-Views, reshapes, copies, concatenation, padding and splitting cost 0. An op outside every
+Views, reshapes, copies, concatenation, padding, splitting and gathers cost 0. An op outside every
 rule returns None, so the caller reports it instead of counting it as zero.
 """
 
@@ -38,6 +38,7 @@ ZERO_COST = {
     aten.empty_strided, aten.zeros, aten.zeros_like, aten.ones, aten.ones_like, aten.full,
     aten.fill_, aten.zero_, aten.channel_shuffle, aten.scalar_tensor, aten.arange,
     aten.new_zeros, aten.new_ones, aten.new_full, aten.index_put, aten.index_put_,
+    aten.gather,  # reads (deformable sampling's corners); its arithmetic is counted apart
 }
 _NORM2 = {
     aten.native_batch_norm, aten._native_batch_norm_legit,

@@ -294,6 +294,11 @@ def propagate(
         normalised = len(args[1])
         return _whole_map(first, _shape(first_t), axes=tuple(i for i in (0, 1)
                                                              if normalised >= 2 - i))
+    if packet is aten.gather and rf_of(args[2]) is not None:
+        # Positions computed from the input (deformable convolution's sampling): unbounded
+        # offsets can reach any pixel, so the only static bound is the whole input.
+        raise NoRule("input-dependent sampling positions (deformable convolution); "
+                     "static bound: the whole input")
     if packet in _FACTORY:
         return None  # a new tensor of zeros/ones: it depends on no input position
     if packet in _PASS or is_elementwise(func) or packet is aten.copy_:
