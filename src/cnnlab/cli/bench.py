@@ -33,16 +33,21 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("models", nargs="*", metavar="MODEL", help="registered names or checkpoints")
     p.add_argument("--batch", type=batch_list, default=(1, 8, 32), help="e.g. 1,8,32")
     p.add_argument("--input", type=input_size, default=None, help="CxHxW (default: the paper's)")
-    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
+                   help="where to run (default cpu)")
     p.add_argument("--fuse", action="store_true", help="fold BN into the convs first")
-    p.add_argument("--channels-last", action="store_true")
+    p.add_argument("--channels-last", action="store_true",
+                   help="NHWC memory format (the fast path for CPU and tensor-core convs)")
     p.add_argument("--compile", action="store_true", help="torch.compile the model")
     p.add_argument("--onnxruntime", action="store_true", help="run the ONNX export in ORT")
     p.add_argument("--dtype", choices=("fp32", "bf16", "fp16"), default="fp32",
                    help="bf16/fp16 run under autocast (AMP)")
-    p.add_argument("--mode", choices=("infer", "train"), default="infer")
-    p.add_argument("--warmup", type=positive, default=3)
-    p.add_argument("--iters", type=positive, default=10)
+    p.add_argument("--mode", choices=("infer", "train"), default="infer",
+                   help="infer: forward in eval mode; train: forward, backward and SGD step")
+    p.add_argument("--warmup", type=positive, default=3,
+                   help="untimed iterations first (default 3)")
+    p.add_argument("--iters", type=positive, default=10,
+                   help="timed iterations per model and batch (default 10)")
     p.add_argument("--gemm-size", type=positive, default=None,
                    help="n of the n^3 GEMM whose GFLOP/s is the peak (default 1024; 8192 on GPU)")
     fmt = p.add_mutually_exclusive_group()

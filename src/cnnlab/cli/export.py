@@ -17,8 +17,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Export a registered model or a training checkpoint; the file is loaded "
         "back by its runtime and compared with PyTorch before it is kept.",
     )
-    p.add_argument("model", metavar="MODEL_OR_CHECKPOINT")
-    p.add_argument("--format", choices=FORMATS, default="onnx")
+    p.add_argument("model", metavar="MODEL_OR_CHECKPOINT",
+                   help="a registered model name, or a checkpoint / run folder")
+    p.add_argument("--format", choices=FORMATS, default="onnx",
+                   help="onnx (checked by ONNX Runtime), torchscript, safetensors or pt2 "
+                   "(default onnx)")
     p.add_argument("--out", required=True, help="the file to write")
     p.add_argument("--input", type=input_size, default=None, help="CxHxW (default: the paper's)")
     p.add_argument("--exporter", choices=("auto", "torchscript", "dynamo"), default="auto",
