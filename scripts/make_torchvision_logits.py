@@ -5,17 +5,34 @@ Dev-time only (torchvision is not a dependency): run in an environment where
 
     python scripts/make_torchvision_logits.py MODEL [MODEL ...]
 
+A torchvision wheel built for another torch also works when unpacked (``pip download
+torchvision --no-deps``, then unzip) and named by ``TORCHVISION_DIR=DIR``: its compiled ops
+cannot load, so their fake-kernel registrations are skipped; the model builders are pure Python.
+
 For each model it fills torchvision's state_dict with tests/zoo_helpers.deterministic_state_dict,
 runs a seeded input in eval mode and writes tests/data/torchvision_logits/MODEL.json. The test
 tests/test_torchvision_logits.py loads the same weights into cnnlab's model and compares.
 """
 
 import json
+import os
 import sys
 from pathlib import Path
 
 import torch
-import torchvision.models
+import torch.library
+
+
+def _import_torchvision_models() -> None:
+    if os.environ.get("TORCHVISION_DIR"):
+        sys.path.insert(0, os.environ["TORCHVISION_DIR"])
+        # torchvision.ops registers fake kernels for C++ ops that did not load: skip them.
+        torch.library.register_fake = lambda *args, **kwargs: (lambda fn: fn)
+    import torchvision.models  # noqa: F401
+
+
+_import_torchvision_models()
+import torchvision.models  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
