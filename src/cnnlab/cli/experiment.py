@@ -19,6 +19,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "(the papers' schedules); default quick")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
     p.add_argument("--out", help="output folder (required to run one)")
+    p.add_argument("--samples", type=int, metavar="N",
+                   help="design-space: models sampled per design space (default: the budget's)")
     p.set_defaults(func=run_experiment_cli)
 
 
@@ -39,7 +41,7 @@ def run_experiment_cli(args: argparse.Namespace) -> int:
                          f"figures and report.md go)")
     result = run_experiment(args.name, args.out, budget=args.budget, data=args.data,
                             root=args.root, device=args.device,
-                            command=_command(args))
+                            command=_command(args), samples=args.samples)
     print(f"{args.name} ({args.budget}): {result['wall_s']:.1f} s; wrote "
           f"{args.out}/result.json, report.md and {len(result['figures'])} figure files")
     return 0
@@ -48,7 +50,8 @@ def run_experiment_cli(args: argparse.Namespace) -> int:
 def _command(args: argparse.Namespace) -> list[str]:
     """The command line that reproduces this run (as parsed, so it holds every default)."""
     cmd = ["cnnlab", "experiment", args.name, "--budget", args.budget, "--out", args.out]
-    for flag, value in (("--data", args.data), ("--root", args.root)):
-        if value:
-            cmd += [flag, value]
+    for flag, value in (("--data", args.data), ("--root", args.root),
+                        ("--samples", args.samples)):
+        if value is not None:
+            cmd += [flag, str(value)]
     return cmd

@@ -36,6 +36,7 @@ EXPERIMENTS = {
     "zfnet-vs-alexnet": "zfnet_vs_alexnet",
     "lesion": "lesion",
     "loss-landscape": "loss_landscape",
+    "design-space": "design_space",
 }
 
 
@@ -114,8 +115,10 @@ def run_experiment(
     device: str = "auto",
     console: Console | None = None,
     command: Sequence[str] | None = None,
+    samples: int | None = None,
 ) -> dict[str, Any]:
-    """Run experiment ``name`` at ``budget`` into ``out``; returns what result.json holds."""
+    """Run experiment ``name`` at ``budget`` into ``out``; returns what result.json holds.
+    ``samples`` replaces the budget's number of sampled models (experiments that sample)."""
     from cnnlab.train.checkpoint import replacing
     from cnnlab.train.run import resolve_device
 
@@ -125,18 +128,20 @@ def run_experiment(
         raise ValueError(f"--budget must be one of {', '.join(BUDGETS)}, got {budget!r}")
     if root is not None and data is None:
         raise ValueError("--root needs --data (the dataset's name, e.g. mnist)")
+    overrides = _overrides(spec, budget, samples)
     data = data or ("mnist-sample" if spec.uses_data else None)
     dev = resolve_device(device)
     out = Path(out)
     _claim_folder(out, name, budget, data)
-    ctx = Context(spec, out, budget, data or "", root, dev, console or Console())
+    ctx = Context(spec, out, budget, data or "", root, dev, console or Console(),
+                  overrides=overrides)
     started = datetime.now(timezone.utc)
     t0 = time.perf_counter()
     outcome: Outcome = module.run(ctx)
     wall = time.perf_counter() - t0
     result = {
         "experiment": name, "claim": spec.claim, "paper": spec.paper,
-        "budget": budget, "settings": dict(spec.budgets[budget]),
+        "budget": budget, "settings": dict(ctx.settings),
         "command": list(command) if command is not None else ["python", *sys.argv],
         "data": data, "root": root, **_environment(dev),
         "seeds": {"training (recipe seed)": 0, "train subset": 0, "test subset": 1},
@@ -150,6 +155,18 @@ def run_experiment(
     with replacing(out / "report.md") as tmp:
         tmp.write_text(_report(spec, result, outcome))
     return result
+
+
+def _overrides(spec: Experiment, budget: str, samples: int | None) -> dict[str, Any]:
+    if samples is None:
+        return {}
+    if "samples" not in spec.budgets[budget]:
+        sampling = [e for e in EXPERIMENTS if "samples" in get_experiment(e).budgets[budget]]
+        raise ValueError(f"--samples applies to experiments that sample models "
+                         f"({', '.join(sampling)}), not {spec.name}")
+    if samples < 1:
+        raise ValueError(f"--samples must be at least 1, got {samples}")
+    return {"samples": samples}
 
 
 def _plain(value: Any) -> Any:

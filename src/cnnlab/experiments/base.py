@@ -66,10 +66,11 @@ class Context:
     console: Console = field(default_factory=Console)
     figures: list[str] = field(default_factory=list)
     runs: dict[str, dict[str, Any]] = field(default_factory=dict)
+    overrides: Mapping[str, Any] = field(default_factory=dict)  # e.g. --samples
 
     @property
     def settings(self) -> Mapping[str, Any]:
-        return self.spec.budgets[self.budget]
+        return {**self.spec.budgets[self.budget], **self.overrides}
 
     def figure(self, fig: Any, name: str) -> None:
         """Save ``fig`` as NAME.png and NAME.svg in the output folder."""
