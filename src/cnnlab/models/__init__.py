@@ -10,4 +10,8 @@ for _module in pkgutil.iter_modules(__path__):
 # Building blocks the lectures use on their own (e.g. the 28x28x256 Inception module).
 from cnnlab.models.googlenet import Inception, InceptionNaive  # noqa: E402
 
-__all__ = ["Inception", "InceptionNaive"]
+# The AnyNet design space and the RegNet parametrisation (Radosavovic et al. 2020).
+from cnnlab.models.regnet import Stage, anynet, regnet_from_params, regnet_stages  # noqa: E402
+
+__all__ = ["Inception", "InceptionNaive", "Stage", "anynet", "regnet_from_params",
+           "regnet_stages"]
