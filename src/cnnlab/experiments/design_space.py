@@ -15,13 +15,15 @@ The two spaces sampled here are AnyNetX_A and AnyNetX_D (shared b and g, w_1 <= 
 Ranges: the paper's (4 stages, d_i <= 16, w_i <= 1024 in multiples of 8, b_i in {1, 2, 4},
 g_i in {1, 2, 4, ..., 32}, stem 32, 360-400M flops at 224x224) scaled down to 28x28 digits:
 d_i in 1..4, w_i in {8, 16, ..., 64}, b_i in {1, 2, 4}, g_i in {1, 2, 4, 8}, stem 8, and a
-MACs band of 350k-450k per 28x28 image (the middle of this space's MACs, as the paper's band is
-of its). Sampling is uniform over each space's valid configurations: one seeded stream of
+MACs band of 350k-450k per 28x28 image (around the median, about 420k, of AnyNetX_A's valid
+draws; the paper's band, too, is narrow). Sampling is uniform over each space's valid
+configurations in the band: one seeded stream of
 draws per space (seed 0 for A, 1 for D), a draw the builder refuses (w/b not a multiple of g)
 or that falls outside the band is skipped, so the first N models of a larger N are the same.
 MACs are the analyser's, counted on meta tensors.
 
-Budgets: tiny: 2 models per space, 1 stage deep and at most 16 wide, 64 images, 1 epoch (tests).
+Budgets: tiny: 2 models per space, stages of depth 1 and width 8 or 16, 64 images, 1 epoch
+(tests).
 quick: 32 models per space, 5,000 images, 1 epoch of batch 64 (78 SGD steps), 1,000 test images.
 paper: the paper's n = 500 models per space, the whole training set, the paper's 10 epochs.
 ``--samples N`` changes the number of models per space; finished models are reused.
