@@ -24,7 +24,8 @@ MACs are the analyser's, counted on meta tensors.
 
 Budgets: tiny: 2 models per space, stages of depth 1 and width 8 or 16, 64 images, 1 epoch
 (tests).
-quick: 32 models per space, 5,000 images, 1 epoch of batch 64 (78 SGD steps), 1,000 test images.
+quick: 32 models per space, 5,000 images, 1 epoch of batch 64 (78 SGD steps), 1,000 test images
+(27 minutes on one thread of a 2-core machine at load 10-14; docs/experiments.md has the run).
 paper: the paper's n = 500 models per space, the whole training set, the paper's 10 epochs.
 ``--samples N`` changes the number of models per space; finished models are reused.
 """
