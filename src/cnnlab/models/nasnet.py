@@ -28,8 +28,8 @@ and ``nasnet_utils.py``, whose checkpoints timm and Cadene's pretrainedmodels po
   stride 1; a pooling or identity whose input width differs from the cell's gets a 1x1
   conv-BN (never the case in NASNet-A, kept so that other cells built from this table work);
 - the normal cell concatenates h_{i-1} with its five block outputs (``used_hiddenstates``):
-  6 states, hence the P = 6 x filters of the "N @ P" names; the reduction cell the four blocks
-  no other block uses;
+  6 states, hence the P = 6 x filters of the "N @ P" names; the reduction cell blocks 1-4,
+  block 1 included although block 3 reads it (only block 0 is left out);
 - after the first reduction cell of a stage, the Large model feeds the next normal cell the
   output of the cell *before* the reduction cell's input as h_{i-1}
   (``skip_reduction_layer_input=1``), the Mobile model the reduction cell's input;
@@ -85,8 +85,8 @@ NASNET_A_NORMAL = CellSpec(
     concat=("h_prev", 0, 1, 2, 3, 4),
 )
 
-# Fig. 4 (right), the NASNet-A reduction cell: block 0 feeds blocks 3 and 4, so it is not
-# part of the output.
+# Fig. 4 (right), the NASNet-A reduction cell: block 0 feeds blocks 3 and 4 and is not part of
+# the output; block 1 feeds block 3 and is (the release's used_hiddenstates).
 NASNET_A_REDUCTION = CellSpec(
     blocks=(
         (("h", "sep5x5"), ("h_prev", "sep7x7")),
