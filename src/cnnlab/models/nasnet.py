@@ -347,6 +347,8 @@ class NASNetA(Classifier):
 
     def _init_weights(self) -> None:
         # TF-slim: variance scaling with fan-out (He et al.'s normal init); BN gamma 1, beta 0.
+        if self.conv0.conv.weight.is_meta:
+            return  # no values to set (and normal_ on meta is slow: ~4 s for Large)
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
