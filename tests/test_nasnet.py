@@ -6,6 +6,8 @@ Everything runs on meta tensors except two tiny real forwards.
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 import torch.nn as nn
@@ -214,3 +216,118 @@ def test_registry_facts():
     assert (mobile.year, mobile.top1, large.top1) == (2018, 74.0, 82.7)
     assert mobile.input_size == (3, 224, 224) and large.input_size == (3, 331, 331)
     assert mobile.deviations and mobile.torchvision is False
+
+
+# --- timm's nasnetalarge layout -------------------------------------------------------------
+# Retyped from timm's models/nasnet.py (Cadene's port of the TF-slim release): each cell
+# class's parametrised submodules, and NASNetALarge.__init__'s channel arguments.
+
+
+def timm_nasnetalarge_shapes() -> dict[str, tuple[int, ...]]:
+    shapes: dict[str, tuple[int, ...]] = {}
+
+    def conv(key: str, cin: int, cout: int, k: int = 1, groups: int = 1) -> None:
+        shapes[f"{key}.weight"] = (cout, cin // groups, k, k)
+
+    def bn(key: str, n: int) -> None:
+        for s in ("weight", "bias", "running_mean", "running_var"):
+            shapes[f"{key}.{s}"] = (n,)
+        shapes[f"{key}.num_batches_tracked"] = ()
+
+    def act_conv_bn(key: str, cin: int, cout: int) -> None:
+        conv(f"{key}.conv", cin, cout)
+        bn(f"{key}.bn", cout)
+
+    def branch(key: str, cin: int, cout: int, k: int, stem_cell: bool = False) -> None:
+        mid = cout if stem_cell else cin
+        conv(f"{key}.separable_1.depthwise_conv2d", cin, cin, k, groups=cin)
+        conv(f"{key}.separable_1.pointwise_conv2d", cin, mid)
+        bn(f"{key}.bn_sep_1", mid)
+        conv(f"{key}.separable_2.depthwise_conv2d", mid, mid, k, groups=mid)
+        conv(f"{key}.separable_2.pointwise_conv2d", mid, cout)
+        bn(f"{key}.bn_sep_2", cout)
+
+    def paths(key: str, cin: int, half: int) -> None:
+        conv(f"{key}.path_1.conv", cin, half)
+        conv(f"{key}.path_2.conv", cin, half)
+        bn(f"{key}.final_path_bn", 2 * half)
+
+    c, stem = 168, 96
+    conv("conv0.conv", 3, stem, 3)
+    bn("conv0.bn", stem)
+    # CellStem0(96, 42), CellStem1(96, 84)
+    n = c // 4
+    act_conv_bn("cell_stem_0.conv_1x1", stem, n)
+    branch("cell_stem_0.comb_iter_0_left", n, n, 5)
+    for key, k in (("0_right", 7), ("1_right", 7), ("2_right", 5)):
+        branch(f"cell_stem_0.comb_iter_{key}", stem, n, k, stem_cell=True)
+    branch("cell_stem_0.comb_iter_4_left", n, n, 3)
+    n = c // 2
+    act_conv_bn("cell_stem_1.conv_1x1", 2 * n, n)
+    paths("cell_stem_1", stem, n // 2)
+    for key, k in (("0_left", 5), ("0_right", 7), ("1_right", 7), ("2_right", 5), ("4_left", 3)):
+        branch(f"cell_stem_1.comb_iter_{key}", n, n, k)
+
+    def normal(key: str, in_l: int, out_l: int, in_r: int, out_r: int, first: bool) -> None:
+        if first:  # FirstCell: factorized reduction of x_prev to 2 * out_l
+            paths(key, in_l, out_l)
+        else:
+            act_conv_bn(f"{key}.conv_prev_1x1", in_l, out_l)
+        act_conv_bn(f"{key}.conv_1x1", in_r, out_r)
+        for side, k in (("0_left", 5), ("0_right", 3), ("1_left", 5), ("1_right", 3),
+                        ("4_left", 3)):
+            branch(f"{key}.comb_iter_{side}", out_r, out_r, k)
+
+    def reduction(key: str, in_l: int, out_l: int, in_r: int, out_r: int) -> None:
+        act_conv_bn(f"{key}.conv_prev_1x1", in_l, out_l)
+        act_conv_bn(f"{key}.conv_1x1", in_r, out_r)
+        for side, k in (("0_left", 5), ("0_right", 7), ("1_right", 7), ("2_right", 5),
+                        ("4_left", 3)):
+            branch(f"{key}.comb_iter_{side}", out_r, out_r, k)
+
+    normal("cell_0", c, c // 2, 2 * c, c, first=True)
+    normal("cell_1", 2 * c, c, 6 * c, c, first=False)
+    for i in range(2, 6):
+        normal(f"cell_{i}", 6 * c, c, 6 * c, c, first=False)
+    reduction("reduction_cell_0", 6 * c, 2 * c, 6 * c, 2 * c)
+    normal("cell_6", 6 * c, c, 8 * c, 2 * c, first=True)
+    normal("cell_7", 8 * c, 2 * c, 12 * c, 2 * c, first=False)
+    for i in range(8, 12):
+        normal(f"cell_{i}", 12 * c, 2 * c, 12 * c, 2 * c, first=False)
+    reduction("reduction_cell_1", 12 * c, 4 * c, 12 * c, 4 * c)
+    normal("cell_12", 12 * c, 2 * c, 16 * c, 4 * c, first=True)
+    normal("cell_13", 16 * c, 4 * c, 24 * c, 4 * c, first=False)
+    for i in range(14, 18):
+        normal(f"cell_{i}", 24 * c, 4 * c, 24 * c, 4 * c, first=False)
+    shapes["last_linear.weight"] = (1000, 24 * c)
+    shapes["last_linear.bias"] = (1000,)
+    return shapes
+
+
+def test_timm_nasnetalarge_state_dict_loads_strictly():
+    from cnnlab.deploy.interop import load_weights
+
+    shapes = timm_nasnetalarge_shapes()
+    trainable = sum(math.prod(s) for k, s in shapes.items()
+                    if not k.endswith(("running_mean", "running_var", "num_batches_tracked")))
+    assert trainable == RELEASED["nasnet_a_large"][0]  # the retyped layout is the release's
+    timm_state = {k: torch.empty(s, device="meta") for k, s in shapes.items()}
+    converted = nasnet.convert_timm_state_dict(timm_state, "nasnet_a_large")
+    model = build_on_meta("nasnet_a_large")
+    ours = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    assert {k: tuple(v.shape) for k, v in converted.items()} == ours
+    model.load_state_dict(converted, strict=True)
+    report = load_weights(model, timm_state)  # what `create_model(..., weights=FILE)` does
+    assert report.layout.startswith("timm layout") and not report.missing
+
+
+def test_timm_converter_renames_h_prev_paths():
+    t1, t2, t3 = torch.zeros(1), torch.zeros(2), torch.zeros(3)
+    out = nasnet.convert_timm_state_dict(
+        {"cell_6.path_1.conv.weight": t1, "cell_6.path_2.conv.weight": t2,
+         "cell_7.conv_prev_1x1.conv.weight": t3}, "nasnet_a_large")
+    assert out["cell_6.conv_prev.path_1.weight"] is t1
+    assert out["cell_6.conv_prev.path_2.weight"] is t2
+    assert out["cell_7.conv_prev.conv.weight"] is t3
+    with pytest.raises(ValueError, match="nasnet_a_large"):
+        nasnet.convert_timm_state_dict({}, "nasnet_a_mobile")

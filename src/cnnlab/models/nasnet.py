@@ -50,8 +50,8 @@ from cnnlab.models.base import Classifier, check_input
 from cnnlab.registry import Paper, register_model
 
 __all__ = [
-    "NASNET_A_NORMAL", "NASNET_A_REDUCTION", "NASNetA", "NASNetOutputs", "nasnet_a_large",
-    "nasnet_a_mobile",
+    "NASNET_A_NORMAL", "NASNET_A_REDUCTION", "NASNetA", "NASNetOutputs",
+    "convert_timm_state_dict", "nasnet_a_large", "nasnet_a_mobile",
 ]
 
 NASNET_PAPER = Paper(
@@ -432,3 +432,39 @@ def nasnet_a_large(*, aux_logits: bool = False, **kwargs) -> NASNetA:
     """NASNet-A (6 @ 4032), "NASNet-Large": 6 normal cells per stage, 168 filters first."""
     return NASNetA(cells_per_stage=6, penultimate_filters=4032, stem_filters=96,
                    skip_reduction_input=True, aux_logits=aux_logits, input_size=331, **kwargs)
+
+
+# --- timm's key names (Cadene's port of the TF-slim release) ------------------------------------
+
+# timm's nasnetalarge names every other module as this one does (conv0.conv, cell_stem_0,
+# cell_N, reduction_cell_N, conv_1x1, comb_iter_N_left/right.separable_1.depthwise_conv2d,
+# bn_sep_1, last_linear); it keeps h_{i-1}'s 1x1 as ``conv_prev_1x1`` and the factorized
+# reduction's parts on the cell itself, where this module has them in ``conv_prev``.
+_TIMM_RENAMES = (
+    (".conv_prev_1x1.", ".conv_prev."),
+    (".path_1.conv.", ".conv_prev.path_1."),
+    (".path_2.conv.", ".conv_prev.path_2."),
+    (".final_path_bn.", ".conv_prev.final_path_bn."),
+)
+
+
+def convert_timm_state_dict(
+    state_dict: dict[str, torch.Tensor], model_name: str
+) -> dict[str, torch.Tensor]:
+    """Rename the keys of timm's ``nasnetalarge`` state_dict to ``nasnet_a_large``'s; the
+    tensors pass through unchanged (timm's 1000 classes: TF's background class dropped).
+
+    The weights then load with ``strict=True``; the outputs are timm's except near the
+    bottom/right border after the stride-2 layers on even-sized maps (reduction_cell_0 at
+    331x331), where timm pads as TF's "SAME" does and this module symmetrically.
+    """
+    if model_name != "nasnet_a_large":
+        raise ValueError(f"no timm key mapping for {model_name!r}; known: nasnet_a_large")
+    converted = {}
+    for key, tensor in state_dict.items():
+        for old, new in _TIMM_RENAMES:
+            if old in key:
+                key = key.replace(old, new)
+                break
+        converted[key] = tensor
+    return converted
