@@ -36,6 +36,12 @@ and ``nasnet_utils.py``, whose checkpoints timm and Cadene's pretrainedmodels po
 - the head is ReLU, global average pool, dropout (keep 0.5), linear; batch norm has eps 1e-3;
   no convolution has a bias. The optional auxiliary head sits on the last normal cell
   before the second reduction (``_build_aux_head``).
+
+From timm's ``nasnetalarge`` (Cadene's port): the module names (``conv0``, ``cell_stem_0``,
+``cell_N``, ``reduction_cell_N``, ``comb_iter_N_left``, ``separable_1.depthwise_conv2d``,
+``bn_sep_1``, ``last_linear``), so that :func:`convert_timm_state_dict` only renames the
+h_{i-1} adapters, and BN momentum 0.1. The parameter counts equal the release's exactly
+(tests/test_nasnet.py: Keras' NASNetMobile/NASNetLarge, the same TF-slim architecture).
 """
 
 from __future__ import annotations
