@@ -396,6 +396,8 @@ _DEVIATIONS = (
     "regulariser the released inference model has no weights for",
     "batch norm momentum 0.1 (PyTorch's default) instead of TF-slim's decay 0.9997",
     "aux_logits defaults to False (the head serves training only)",
+    "default recipe szegedy2016 (Inception-v3's RMSProp recipe), the nearest one cnnlab "
+    "defines: NASNet's own ImageNet schedule and ScheduledDropPath are not a cnnlab recipe",
     "adaptive average pool, so inputs of other sizes work",
 )
 
@@ -412,6 +414,7 @@ _DEVIATIONS = (
     top1_error=26.0,
     top5_error=8.4,
     error_source="Zoph et al. 2018, Table 2 (NASNet-A (4 @ 1056), 224x224, single crop)",
+    recipe="szegedy2016",
     deviations=_DEVIATIONS,
 )
 def nasnet_a_mobile(*, aux_logits: bool = False, **kwargs) -> NASNetA:
@@ -432,6 +435,7 @@ def nasnet_a_mobile(*, aux_logits: bool = False, **kwargs) -> NASNetA:
     top1_error=17.3,
     top5_error=3.8,
     error_source="Zoph et al. 2018, Table 2 (NASNet-A (6 @ 4032), 331x331, single crop)",
+    recipe="szegedy2016",
     deviations=_DEVIATIONS,
 )
 def nasnet_a_large(*, aux_logits: bool = False, **kwargs) -> NASNetA:
