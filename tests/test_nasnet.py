@@ -331,3 +331,25 @@ def test_timm_converter_renames_h_prev_paths():
     assert out["cell_7.conv_prev.conv.weight"] is t3
     with pytest.raises(ValueError, match="nasnet_a_large"):
         nasnet.convert_timm_state_dict({}, "nasnet_a_mobile")
+
+
+def test_stride_2_layers_pad_as_tf_same():
+    """TF's "SAME" at stride 2 on a 4x4 map: 2 outputs, total padding (2-1)*2 + 3 - 4 = 1,
+    all of it at the bottom/right; so output (0, 0) sees rows/cols 0-2 and (1, 1) sees 2-3
+    (and the padding). On a 5x5 map it is 1 on each side, PyTorch's usual padding."""
+    x = torch.arange(16.0).reshape(1, 1, 4, 4) - 20.0  # all negative: max-pool padding shows
+    conv = nasnet.Conv2dSame(1, 1, 3, 2, 0, bias=False)
+    with torch.no_grad():
+        conv.weight.fill_(1.0)
+        out = conv(x)
+    assert out.shape == (1, 1, 2, 2)
+    assert out[0, 0, 0, 0] == x[0, 0, :3, :3].sum() and out[0, 0, 1, 1] == x[0, 0, 2:, 2:].sum()
+    avg = nasnet.AvgPool2dSame(3, 2)(x)
+    assert avg[0, 0, 1, 1] == x[0, 0, 2:, 2:].mean()  # 4 real pixels, the padding left out
+    assert avg[0, 0, 0, 1] == x[0, 0, :3, 2:].mean()
+    peak = nasnet.MaxPool2dSame(3, 2)(x)
+    assert peak[0, 0, 1, 1] == x[0, 0, 2:, 2:].max() == -5.0
+    odd = torch.randn(1, 1, 5, 5)
+    torch.testing.assert_close(conv(odd), nn.functional.conv2d(odd, conv.weight, None, 2, 1))
+    torch.testing.assert_close(nasnet.AvgPool2dSame(3, 2)(odd),
+                               nn.functional.avg_pool2d(odd, 3, 2, 1, count_include_pad=False))

@@ -21,12 +21,14 @@ and ``nasnet_utils.py``, whose checkpoints timm and Cadene's pretrainedmodels po
 - the first stem cell has no h_{i-1}: the stem convolution's output stands in for it
   unchanged (``prev_layer=None``), so its separable convolutions on h_{i-1} map the stem's
   32/96 channels to the cell's width;
-- "sep KxK" is ReLU, depthwise KxK + pointwise 1x1, BN, applied twice (Appendix A.4 says
-  the separable convolutions are applied twice; ``_stacked_separable_conv``); only the first
-  takes the stride and changes the width;
+- "sep KxK" is ReLU, depthwise KxK + pointwise 1x1, BN, applied twice (the paper applies
+  every separable convolution twice; ``_stacked_separable_conv``); only the first takes the
+  stride and changes the width;
 - an operation on h_i or h_{i-1} in a reduction cell has stride 2, one on a block's output
-  stride 1; a pooling or identity whose input width differs from the cell's gets a 1x1
-  conv-BN (never the case in NASNet-A, kept so that other cells built from this table work);
+  stride 1; the stride-2 layers pad as TF's "SAME" (on an even-sized map, one pixel more at
+  the bottom/right than at the top/left), the average pools leaving the padding out; a
+  pooling or identity whose input width differs from the cell's gets a 1x1 conv-BN (never
+  the case in NASNet-A, kept so that other cells built from this table work);
 - the normal cell concatenates h_{i-1} with its five block outputs (``used_hiddenstates``):
   6 states, hence the P = 6 x filters of the "N @ P" names; the reduction cell blocks 1-4,
   block 1 included although block 3 reads it (only block 0 is left out);
@@ -119,13 +121,37 @@ class ActConvBn(nn.Sequential):
         self.bn = batch_norm(cout)
 
 
+def tf_same_pad(x: torch.Tensor, kernel_size: int, stride: int, value: float = 0.0
+                ) -> torch.Tensor:
+    """Pad as TF's "SAME" does: to ceil(n / stride) outputs, the extra pixel at the bottom and
+    right. For odd kernels this equals K // 2 on each side except at stride 2 on an even-sized
+    map, where the top/left side gets one pixel less (the released model's grid)."""
+    pads = []
+    for n in (x.shape[-1], x.shape[-2]):  # F.pad takes (left, right, top, bottom)
+        total = max((-(-n // stride) - 1) * stride + kernel_size - n, 0)
+        pads += [total // 2, total - total // 2]
+    return nn.functional.pad(x, pads, value=value)
+
+
+class Conv2dSame(nn.Conv2d):
+    """A strided convolution padded as TF's "SAME" (the weights are a plain Conv2d's)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self._conv_forward(tf_same_pad(x, self.kernel_size[0], self.stride[0]),
+                                  self.weight, self.bias)
+
+
 class SeparableConv2d(nn.Sequential):
     """Depthwise KxK (carrying the stride) then pointwise 1x1, neither with a bias."""
 
     def __init__(self, cin: int, cout: int, kernel_size: int, stride: int = 1) -> None:
         super().__init__()
-        self.depthwise_conv2d = nn.Conv2d(cin, cin, kernel_size, stride, kernel_size // 2,
-                                          groups=cin, bias=False)
+        if stride == 1:
+            self.depthwise_conv2d = nn.Conv2d(cin, cin, kernel_size, 1, kernel_size // 2,
+                                              groups=cin, bias=False)
+        else:
+            self.depthwise_conv2d = Conv2dSame(cin, cin, kernel_size, stride, 0, groups=cin,
+                                               bias=False)
         self.pointwise_conv2d = nn.Conv2d(cin, cout, 1, bias=False)
 
 
@@ -142,14 +168,38 @@ class BranchSeparables(nn.Sequential):
         self.bn_sep_2 = batch_norm(cout)
 
 
+class MaxPool2dSame(nn.MaxPool2d):
+    """A strided max pool padded as TF's "SAME" (with -inf: padding is never the max)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return nn.functional.max_pool2d(
+            tf_same_pad(x, self.kernel_size, self.stride, float("-inf")), self.kernel_size,
+            self.stride)
+
+
+class AvgPool2dSame(nn.AvgPool2d):
+    """A strided average pool padded as TF's "SAME", averaging only the real pixels (TF's
+    average pool ignores its padding): the sum over the window divided by its real pixels."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        k, s = self.kernel_size, self.stride
+        ones = torch.ones((1, 1, *x.shape[-2:]), dtype=x.dtype, device=x.device)
+        total = nn.functional.avg_pool2d(tf_same_pad(x, k, s), k, s)
+        real = nn.functional.avg_pool2d(tf_same_pad(ones, k, s), k, s)
+        return total / real
+
+
 class Pool(nn.Sequential):
     """3x3 max or average pool ("same" padding; the average ignores the padding, as TF's
     does), then a 1x1 conv-BN only if the input is not already the cell's width."""
 
     def __init__(self, kind: str, cin: int, cout: int, stride: int) -> None:
         super().__init__()
-        self.pool = (nn.MaxPool2d(3, stride, 1) if kind == "max"
-                     else nn.AvgPool2d(3, stride, 1, count_include_pad=False))
+        if stride == 1:
+            self.pool = (nn.MaxPool2d(3, 1, 1) if kind == "max"
+                         else nn.AvgPool2d(3, 1, 1, count_include_pad=False))
+        else:
+            self.pool = MaxPool2dSame(3, stride) if kind == "max" else AvgPool2dSame(3, stride)
         if cin != cout:
             self.conv = nn.Conv2d(cin, cout, 1, bias=False)
             self.bn = batch_norm(cout)
@@ -386,9 +436,6 @@ class NASNetA(Classifier):
 
 
 _DEVIATIONS = (
-    "symmetric padding (K // 2) where TF's 'SAME' pads one more pixel at the bottom/right "
-    "for stride-2 layers on even-sized maps: same shapes and counts, the sampling grid "
-    "shifted by one pixel there",
     "the released model's details where the paper is silent (module docstring): h_{i-1} "
     "adapted by 1x1 conv or factorized reduction, h_{i-1} concatenated in the normal cell, "
     "the stem conv's output as the first stem cell's h_{i-1}",
@@ -464,9 +511,10 @@ def convert_timm_state_dict(
     """Rename the keys of timm's ``nasnetalarge`` state_dict to ``nasnet_a_large``'s; the
     tensors pass through unchanged (timm's 1000 classes: TF's background class dropped).
 
-    The weights then load with ``strict=True``; the outputs are timm's except near the
-    bottom/right border after the stride-2 layers on even-sized maps (reduction_cell_0 at
-    331x331), where timm pads as TF's "SAME" does and this module symmetrically.
+    The weights then load with ``strict=True``. Both pad the stride-2 layers as TF's "SAME";
+    timm's stride-2 average pools on even-sized maps (reduction_cell_0 at 331x331) also
+    average the padded zeros, which TF and this module leave out, so the outputs differ
+    there, at the bottom/right border.
     """
     if model_name != "nasnet_a_large":
         raise ValueError(f"no timm key mapping for {model_name!r}; known: nasnet_a_large")
