@@ -127,8 +127,11 @@ def tf_same_pad(x: torch.Tensor, kernel_size: int, stride: int, value: float = 0
     right. For odd kernels this equals K // 2 on each side except at stride 2 on an even-sized
     map, where the top/left side gets one pixel less (the released model's grid)."""
     pads = []
-    for n in (x.shape[-1], x.shape[-2]):  # F.pad takes (left, right, top, bottom)
-        total = max((-(-n // stride) - 1) * stride + kernel_size - n, 0)
+    # Plain ints (an exported graph keeps them as constants: only the batch axis is dynamic);
+    # F.pad takes (left, right, top, bottom).
+    for n in (int(x.shape[-1]), int(x.shape[-2])):
+        outputs = (n + stride - 1) // stride
+        total = max((outputs - 1) * stride + kernel_size - n, 0)
         pads += [total // 2, total - total // 2]
     return nn.functional.pad(x, pads, value=value)
 
@@ -183,7 +186,8 @@ class AvgPool2dSame(nn.AvgPool2d):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         k, s = self.kernel_size, self.stride
-        ones = torch.ones((1, 1, *x.shape[-2:]), dtype=x.dtype, device=x.device)
+        ones = torch.ones((1, 1, int(x.shape[-2]), int(x.shape[-1])), dtype=x.dtype,
+                          device=x.device)
         total = nn.functional.avg_pool2d(tf_same_pad(x, k, s), k, s)
         real = nn.functional.avg_pool2d(tf_same_pad(ones, k, s), k, s)
         return total / real
