@@ -315,7 +315,8 @@ class SwinTransformer(Classifier):
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """The last stage's map after the final LN, (B, 8C, H/32, W/32)."""
-        return _to_map(self.norm(_to_tokens(self.features(x))))
+        # Contiguous, so that the pooling and the analysers see an ordinary NCHW map.
+        return _to_map(self.norm(_to_tokens(self.features(x)))).contiguous()
 
     def forward_head(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(torch.flatten(self.avgpool(x), 1))
