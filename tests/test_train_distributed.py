@@ -348,7 +348,7 @@ WORLD_SIZE_WORKER = textwrap.dedent("""
 
     try:
         train(RunSpec(model="lenet5_modern", data="mnist", root=root, epochs=2,
-                      batch_size=128, out=out, overrides=["checkpoint_every=4"]),
+                      batch_size=128, out=out, overrides=["checkpoint_every=4", "accum_steps=2"]),
               progress=False, on_step=on_step)
     except Stop:
         pass
@@ -358,9 +358,10 @@ WORLD_SIZE_WORKER = textwrap.dedent("""
 @pytest.mark.slow
 def test_a_run_checkpointed_by_two_ranks_resumes_on_one(tmp_path, capsys):
     """1301 = 10 x 128 + 21 images: 11 steps an epoch, the last one of 21 images (11 + 10 on
-    two ranks). Two ranks train epoch 1 and 1 step of epoch 2, checkpoint (step 12: 128 images
-    into epoch 2) and stop; one process resumes, re-sharding, and ends with the samples,
-    steps and weights of a run that was one process throughout."""
+    two ranks; with 2 accumulation steps, a step of one micro-batch). Two ranks train epoch 1
+    and 1 step of epoch 2, checkpoint (step 12: 128 images into epoch 2) and stop; one
+    process resumes, re-sharding, and ends with the samples, steps and weights of a run that
+    was one process throughout."""
     from safetensors.torch import load_file
 
     from cnnlab.cli import main
@@ -378,10 +379,12 @@ def test_a_run_checkpointed_by_two_ranks_resumes_on_one(tmp_path, capsys):
     assert ckpt["metrics"][0]["train_images"] == 1301  # epoch 1 on two ranks: every image
 
     assert main(["train", "--resume", str(tmp_path / "run"), "--quiet"]) == 0
-    assert ("world size 2 -> 1: the data is re-sharded over 1 process (128 images each per "
-            "batch); continuing epoch 2 after 128 of its images") in capsys.readouterr().out
+    assert ("world size 2 -> 1: the data is re-sharded over 1 process (64 images each per "
+            "batch: 128 in 2 accumulation steps); continuing epoch 2 after 128 of its "
+            "images") in capsys.readouterr().out
     args = ["train", "lenet5_modern", "--data", "mnist", "--root", str(tmp_path / "mnist"),
-            "--epochs", "2", "--batch-size", "128", "--quiet", "--sync-bn"]
+            "--epochs", "2", "--batch-size", "128", "--quiet", "--sync-bn",
+            "--set", "accum_steps=2"]
     assert main([*args, "--out", str(tmp_path / "ref")]) == 0
     err = capsys.readouterr().err  # --sync-bn on a model without BatchNorm: one warning
     assert err.count("cnnlab: warning: --sync-bn: lenet5_modern has no BatchNorm layer") == 1

@@ -530,7 +530,7 @@ def fit(
                                     f"{step + 1} (lr {lr:.4g})"
                                 )
                             # DDP all-reduces the gradients in the last micro-batch's backward
-                            last = j + 1 == accum or not hasattr(train_model, "no_sync")
+                            last = j + 1 == len(micro) or not hasattr(train_model, "no_sync")
                             bs = y.shape[0]
                             part = (loss / accum if images == step_images
                                     else loss * (bs * ctx.world_size / images))
@@ -578,13 +578,14 @@ def fit(
                             save_position = {
                                 "loader": loader_at,
                                 "steps_per_epoch": steps_per_epoch,
-                                # the position as images of the epoch's permutation, which any
-                                # number of ranks can continue from (see _resume_batch)
-                                "samples": int(loader_at["batch"]) * micro_images,
-                                "step_images": step_images,
                                 "epoch_s": now - t0,
                                 "elapsed_s": now - t_start,
                             }
+                            if micro_images:  # the position as images of the epoch's
+                                # permutation, which any number of ranks can continue from
+                                save_position |= {
+                                    "samples": int(loader_at["batch"]) * micro_images,
+                                    "step_images": step_images}
                             sums = all_reduce_sum(torch.stack([
                                 loss_sum, hits[0].double(), hits[1].double(),
                                 torch.tensor(float(seen), dtype=torch.float64, device=device)]),
@@ -732,11 +733,13 @@ def _say_if_resharded(console: Console, resume: dict[str, Any], world_size: int,
     if before == world_size:
         return
     epoch = int(resume["epoch"])
+    steps = int(resume["config"].get("accum_steps", 1))
+    accum = f": {micro_images * steps} in {steps} accumulation steps" if steps > 1 else ""
     where = (f"continuing epoch {epoch + 1} after {int(position['samples']):,} of its images"
              if position and "samples" in position else f"starting epoch {epoch + 1}")
     console.print(f"world size {before} -> {world_size}: the data is re-sharded over "
                   f"{world_size} process{'es' * (world_size != 1)} "
-                  f"({micro_images // world_size} images each per batch); {where}",
+                  f"({micro_images // world_size} images each per batch{accum}); {where}",
                   markup=False, soft_wrap=True)
 
 
