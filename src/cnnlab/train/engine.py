@@ -519,22 +519,23 @@ def fit(
                             x = input_fit(x)
                             if recipe.channels_last:
                                 x = x.contiguous(memory_format=torch.channels_last)
-                            with _autocast(device, recipe.amp):
-                                logits, aux = _main_and_aux(train_model(x))
-                                loss = criterion(logits, y)
-                                for a in aux:
-                                    loss = loss + recipe.aux_loss_weight * criterion(a, y)
-                            if not torch.isfinite(loss):
-                                raise NonFiniteLoss(
-                                    f"loss became {loss.item()} at epoch {epoch + 1}, step "
-                                    f"{step + 1} (lr {lr:.4g})"
-                                )
                             # DDP all-reduces the gradients in the last micro-batch's backward
+                            # only; it decides in the forward pass, which no_sync must cover
                             last = j + 1 == len(micro) or not hasattr(train_model, "no_sync")
-                            bs = y.shape[0]
-                            part = (loss / accum if images == step_images
-                                    else loss * (bs * ctx.world_size / images))
                             with nullcontext() if last else train_model.no_sync():
+                                with _autocast(device, recipe.amp):
+                                    logits, aux = _main_and_aux(train_model(x))
+                                    loss = criterion(logits, y)
+                                    for a in aux:
+                                        loss = loss + recipe.aux_loss_weight * criterion(a, y)
+                                if not torch.isfinite(loss):
+                                    raise NonFiniteLoss(
+                                        f"loss became {loss.item()} at epoch {epoch + 1}, step "
+                                        f"{step + 1} (lr {lr:.4g})"
+                                    )
+                                bs = y.shape[0]
+                                part = (loss / accum if images == step_images
+                                        else loss * (bs * ctx.world_size / images))
                                 scaler.scale(part).backward()
                             loss_sum += loss.detach().double() * bs
                             hits += torch.stack(correct_topk(logits.detach(), y))
