@@ -94,3 +94,15 @@ def test_warmup_models_are_registered_models():
     for recipe in RECIPES.values():
         for name in recipe.warmup_models:
             assert name in cnnlab.list_models(), f"{recipe.name}: no model named {name!r}"
+
+
+def test_every_image_is_seen_by_default_and_old_checkpoints_resume_as_written():
+    """drop_last is off unless asked; a checkpoint written before the field existed (its
+    config has no drop_last) always dropped the last partial batch, and resumes so."""
+    from cnnlab.train.recipes import RECIPES, Recipe
+
+    assert not any(r.drop_last for r in RECIPES.values())
+    config = RECIPES["fast_cpu"].to_dict()
+    assert Recipe.from_dict(config).drop_last is False
+    del config["drop_last"]
+    assert Recipe.from_dict(config).drop_last is True

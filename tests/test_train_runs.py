@@ -354,13 +354,14 @@ def test_a_checkpoint_within_an_epoch_resumes_exactly(tmp_path, monkeypatch, eve
                          strict=True):
         assert torch.equal(a, b), k
     assert _no_time(res_a.history) == _no_time(res_b.history)
-    # the position means nothing with another number of steps an epoch: refused
+    # the position means nothing with steps of another size: refused (another number of
+    # processes with the same global batch continues it: test_train_distributed.py)
     from cnnlab.data.loader import DeviceLoader
     from cnnlab.train import fit
     from test_train_engine import Tiny, synthetic
 
-    with pytest.raises(ValueError, match="in the middle of an epoch of 6 steps, but this run "
-                       "has 12 steps an epoch"):
+    with pytest.raises(ValueError, match="in the middle of an epoch, with steps of 32 images; "
+                       "this run's steps have 16; resume it with --batch-size 32"):
         fit(Tiny(), rec, DeviceLoader(synthetic(), 16, shuffle=True, drop_last=True),
             out_dir=tmp_path / "c", model_name="tiny", resume=ckpt, progress=False)
 

@@ -26,11 +26,11 @@ def _data(n=512):
     return ImageTensorDataset(images, labels, list("abcd"))
 
 
-def _train(tmp_path, loader_batch, accum, steps=4):
+def _train(tmp_path, loader_batch, accum, steps=4, n=512, drop_last=True):
     torch.manual_seed(0)
     model = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.Flatten(),
                           nn.Linear(256, 4)).double()  # no BatchNorm: batches are independent
-    loader = DeviceLoader(_data(), loader_batch, shuffle=True, seed=0, drop_last=True)
+    loader = DeviceLoader(_data(n), loader_batch, shuffle=True, seed=0, drop_last=drop_last)
     recipe = dataclasses.replace(get_recipe("fast_cpu"), batch_size=128, accum_steps=accum,
                                  epochs=1, max_steps=steps, schedule="constant", lr=0.1)
     res = fit(model, recipe, loader, out_dir=tmp_path / f"a{accum}", progress=False,
@@ -49,6 +49,21 @@ def test_two_micro_batches_of_64_equal_one_batch_of_128(tmp_path):
         assert ((a - b).norm() / a.norm()).item() <= 1e-5, name
     # the training loss is the mean over the same 4 x 128 images
     assert r1.history[-1]["train_loss"] == pytest.approx(r2.history[-1]["train_loss"], rel=1e-9)
+
+
+def test_the_last_shorter_step_is_the_mean_over_its_images_when_accumulating(tmp_path):
+    """Without drop_last, 584 = 4 x 128 + 72 images are 5 steps: the last one is 72 images,
+    which 2 micro-batches of 64 serve as 64 + 8; each micro-batch's loss is weighted by its
+    images (64/72, 8/72), not halved, so the update equals one process's 72-image step."""
+    one, r1 = _train(tmp_path, 128, 1, steps=None, n=584, drop_last=False)
+    two, r2 = _train(tmp_path, 64, 2, steps=None, n=584, drop_last=False)
+    assert [r["step"] for r in r1.history] == [r["step"] for r in r2.history] == [5]
+    assert r1.history[-1]["train_images"] == r2.history[-1]["train_images"] == 584
+    four, _ = _train(tmp_path, 128, 1, steps=4, n=584, drop_last=False)  # the last step moved
+    for (name, a), b, s in zip(one.state_dict().items(), two.state_dict().values(),
+                               four.state_dict().values(), strict=True):
+        assert (a - s).norm() > 1e-4, name
+        assert ((a - b).norm() / a.norm()).item() <= 1e-5, name
 
 
 def test_accumulating_without_averaging_would_differ(tmp_path):

@@ -98,3 +98,47 @@ def test_epoch_milestones_scale_with_steps_per_epoch():
     assert sched.lr_at(60 * 391 - 1) == 0.1
     assert sched.lr_at(60 * 391) == pytest.approx(0.02)
     assert sched.lr_at(199 * 391) == pytest.approx(0.1 * 0.2**3)
+
+
+def test_linear_lr_scaling_with_gradual_warmup_goyal2017():
+    """Goyal et al. 2017: ResNet-50 at batch kn = 8192 with lr 0.1 x kn / 256 = 3.2 (Sec. 2.1,
+    5.1), reached by a linear warm-up from 0.1 over 5 epochs (Sec. 2.2); then the recipe's
+    own drops (/10 at epochs 30, 60, 80). 1,281,167 images / 8192 = 156.4: 157 steps an
+    epoch (the last one short), so the warm-up is 5 x 157 = 785 steps."""
+    import dataclasses
+
+    from cnnlab.train.recipes import Recipe, scaled_lr
+
+    r = Recipe(name="goyal", citation="Goyal et al. 2017", lr=0.1, batch_size=8192,
+               lr_reference_batch=256, schedule="multistep", milestones=(30, 60, 80),
+               epochs=90)
+    assert scaled_lr(r) == pytest.approx(3.2)
+    sched = build_schedule(r, steps_per_epoch=157)
+    assert sched.lr_at(0) == pytest.approx(0.1)
+    assert sched.lr_at(392) == pytest.approx(0.1 + (3.2 - 0.1) * 392 / 785)  # 1.648
+    assert sched.lr_at(784) == pytest.approx(0.1 + 3.1 * 784 / 785)
+    assert sched.lr_at(785) == pytest.approx(3.2)
+    assert sched.lr_at(30 * 157 - 1) == pytest.approx(3.2)
+    assert sched.lr_at(30 * 157) == pytest.approx(0.32)
+    assert sched.lr_at(80 * 157) == pytest.approx(0.0032)
+    # off by default, in every paper recipe: the schedule is the recipe's own
+    off = dataclasses.replace(r, lr_reference_batch=0)
+    assert build_schedule(off, 157).lr_at(0) == pytest.approx(0.1)
+    from cnnlab.train.recipes import RECIPES
+
+    assert all(recipe.lr_reference_batch == 0 for recipe in RECIPES.values())
+    with pytest.raises(ValueError, match="warmup_epochs and linear lr scaling"):
+        dataclasses.replace(r, warmup_epochs=1.0)
+
+
+def test_scale_lr_flag_scales_against_the_recipes_own_batch():
+    from cnnlab.train.run import RunSpec, describe, resolve_recipe
+
+    spec = RunSpec(model="resnet50", data="imagenet", batch_size=1024, scale_lr=True)
+    r = resolve_recipe(spec, None, "he2016_imagenet")  # batch 256, lr 0.1 (He et al. 2016)
+    assert (r.batch_size, r.lr_reference_batch, r.lr) == (1024, 256, 0.1)
+    assert build_schedule(r, 100).lr_at(500) == pytest.approx(0.4)  # after 5 x 100 steps
+    assert "lr 0.1 x 1024/256 = 0.4 after 5 warm-up epochs" in describe(r)
+    plain = resolve_recipe(RunSpec(model="resnet50", data="imagenet", batch_size=1024), None,
+                           "he2016_imagenet")
+    assert plain.lr_reference_batch == 0 and build_schedule(plain, 100).lr_at(500) == 0.1

@@ -42,6 +42,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--backend", choices=("auto", "gloo", "nccl"), default="auto",
                    help="torch.distributed backend under torchrun (default auto: NCCL on "
                    "CUDA, gloo on CPU; see docs/distributed.md)")
+    p.add_argument("--sync-bn", action="store_true",
+                   help="under torchrun: BatchNorm statistics over the global batch "
+                   "(SyncBatchNorm); the weight files hold plain BatchNorm (recipe field sync_bn)")
+    p.add_argument("--scale-lr", action="store_true",
+                   help="linear learning-rate scaling (Goyal et al. 2017): lr x batch / the "
+                   "recipe's own batch, warmed up linearly from lr over 5 epochs (recipe fields "
+                   "lr_reference_batch, lr_scaling_warmup_epochs)")
     p.add_argument("--weights", help="fine-tune from published weights (DEFAULT, IMAGENET1K_V1, "
                    "...) or a weights file: new head, the weights' transforms, recipe finetune")
     p.add_argument("--freeze", choices=("none", "backbone"),
@@ -109,7 +116,8 @@ def run_train(args: argparse.Namespace) -> int:
                    out=args.out, resume=args.resume, overwrite=args.overwrite,
                    overrides=args.overrides, weights=args.weights, freeze=args.freeze,
                    linear_probe=args.linear_probe,
-                   skip_corrupt=args.skip_corrupt, backend=args.backend)
+                   skip_corrupt=args.skip_corrupt, backend=args.backend,
+                   sync_bn=args.sync_bn, scale_lr=args.scale_lr)
     result = train(spec, console, progress=not args.quiet)
     if int(os.environ.get("RANK", "0")) != 0:  # under torchrun, rank 0 reports
         return 0

@@ -110,6 +110,12 @@ class _EpochBatches:
         full, rest = divmod(self.n, self.batch_size * self.world_size)
         return full + int(not self.drop_last and rest >= self.world_size)
 
+    def global_batch_images(self, batch: int) -> int:
+        """Images batch ``batch`` of the epoch holds on all ranks together (the last one may
+        hold fewer)."""
+        per = self.batch_size * self.world_size
+        return min(per, self.n - batch * per)
+
     def _start(self) -> int:
         """Begin an iteration: the first batch to serve (0, or where a loaded state was)."""
         resume, self._resume = self._resume, None

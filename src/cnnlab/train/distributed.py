@@ -7,9 +7,13 @@ and DistributedDataParallel averages the gradients, so all ranks hold the same w
 
 from __future__ import annotations
 
+import gc
+import hashlib
 import itertools
+import json
 import os
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -20,6 +24,7 @@ __all__ = [
     "all_reduce_sum",
     "broadcast_buffers",
     "check_backend",
+    "check_ranks_agree",
     "env_world_size",
     "init_from_env",
     "shutdown",
@@ -130,4 +135,30 @@ def broadcast_buffers(model: torch.nn.Module, ctx: DistContext) -> None:
 
 def shutdown(ctx: DistContext) -> None:
     if ctx.enabled and dist.is_initialized():
+        # A DistributedDataParallel wrapper that outlives the group would destroy it when it
+        # is freed, holding the GIL while gloo's worker thread waits for it: a deadlock at
+        # exit. Free those no longer reachable now, while the group still exists.
+        gc.collect()
         dist.destroy_process_group()
+
+
+def check_ranks_agree(ctx: DistContext, parts: dict[str, Any]) -> None:
+    """Every rank must train the same model on the same data with the same recipe; a rank
+    started with another ``--set`` (or another node's files) would otherwise train something
+    else in silence, or hang in a collective. Compared once, at start-up: each rank hashes
+    each part, the hashes are gathered, and every rank raises the same one-line ValueError
+    naming the parts that differ."""
+    if not ctx.enabled:
+        return
+    mine = {name: hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()
+                                 ).hexdigest() for name, value in parts.items()}
+    everyone: list[Any] = [None] * ctx.world_size
+    dist.all_gather_object(everyone, mine)
+    differ = [name for name in mine if len({hashes.get(name) for hashes in everyone}) > 1]
+    if differ:
+        odd = [rank for rank, hashes in enumerate(everyone) if hashes != everyone[0]]
+        raise ValueError(
+            f"the ranks disagree on {', '.join(differ)}: rank{'s' * (len(odd) > 1)} "
+            f"{', '.join(map(str, odd))} differ{'s' * (len(odd) == 1)} from rank 0; every rank "
+            "must run the same command on the same data (compare each node's command line, "
+            "--set values and dataset files)")

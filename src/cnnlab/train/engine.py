@@ -37,6 +37,7 @@ from rich.progress import (
 from rich.text import Text
 
 from cnnlab.train import schedules as S
+from cnnlab.train import syncbn
 from cnnlab.train.checkpoint import (
     CHECKPOINT,
     capture_rng,
@@ -339,7 +340,10 @@ def fit(
         model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     optimizer = build_optimizer(model, recipe)
     accum = recipe.accum_steps
-    steps_per_epoch = len(train_loader) // accum  # the loader serves micro-batches
+    # The loader serves micro-batches; without drop_last a last, shorter group of them is a
+    # step of its own.
+    keep_partial = not getattr(train_loader, "drop_last", True)
+    steps_per_epoch = -(-len(train_loader) // accum) if keep_partial else len(train_loader) // accum
     if steps_per_epoch == 0:
         raise ValueError("the training loader yields no batches (dataset smaller than a batch?)")
     out = prepare_out_dir(out_dir) if ctx.is_main else Path(out_dir)  # after the checks
@@ -367,6 +371,9 @@ def fit(
         best = resume.get("best")
         restore_rng(resume["rng"])
 
+    plain_bn: dict[str, type[nn.Module]] = {}
+    if recipe.sync_bn and ctx.enabled:  # before DDP wraps it
+        model, plain_bn = syncbn.convert(model, device)
     train_model: nn.Module = model
     if ctx.enabled:
         ids = [device.index] if device.type == "cuda" else None
@@ -391,6 +398,11 @@ def fit(
     show = progress and ctx.is_main
     live = show and console.is_terminal
     every_steps = recipe.checkpoint_every
+    micro_images = getattr(train_loader, "batch_size", 0) * ctx.world_size  # on all ranks
+    step_images = micro_images * accum  # in a full optimiser step
+    batch_images = getattr(train_loader, "global_batch_images", None)
+    if resume is not None and ctx.is_main:
+        _say_if_resharded(console, resume, ctx.world_size, position, micro_images)
     last_ckpt_time = time.perf_counter()
     last_log_time = time.perf_counter()
     curves = {"rows": len(history), "at": time.perf_counter()}  # what curves.png shows, when
@@ -475,14 +487,10 @@ def fit(
                 hits = torch.zeros(2, dtype=torch.int64, device=device)
                 seen, first, epoch_s0 = 0, 0, 0.0
                 if position is not None:  # continue the epoch the checkpoint was written in
-                    if position["steps_per_epoch"] != steps_per_epoch:
-                        raise ValueError(
-                            f"the checkpoint was written in the middle of an epoch of "
-                            f"{position['steps_per_epoch']} steps, but this run has "
-                            f"{steps_per_epoch} steps an epoch; resume it with the batch size "
-                            "and number of processes it was written with")
-                    train_loader.load_state_dict(position["loader"])  # type: ignore[attr-defined]
-                    first = int(position["loader"]["batch"]) // accum
+                    at = _resume_batch(position, steps_per_epoch, step_images, micro_images)
+                    train_loader.load_state_dict(  # type: ignore[attr-defined]
+                        dict(position["loader"], batch=at))
+                    first = at // accum
                     if ctx.is_main:  # the checkpoint holds the sums over all ranks
                         loss_sum += position["loss_sum"]
                         hits += position["hits"].to(device)
@@ -497,29 +505,38 @@ def fit(
                 t_epoch_run, seen_run = time.perf_counter(), 0
                 lr = schedule.lr_at(step)
                 try:
-                    for i, micro in enumerate(_steps(train_loader, accum), start=first):
+                    for i, micro in enumerate(_steps(train_loader, accum, keep_partial),
+                                              start=first):
                         lr = schedule.lr_at(step)
                         set_lr(optimizer, lr)
                         optimizer.zero_grad(set_to_none=True)
+                        # A shorter last step: each micro-batch's mean loss is weighted by its
+                        # images, so that the DDP average is the mean over the step's images,
+                        # as in one process (the ranks' shares may differ by one image).
+                        images = step_images if batch_images is None else sum(
+                            batch_images(i * accum + j) for j in range(len(micro)))
                         for j, (x, y) in enumerate(micro):
                             x = input_fit(x)
                             if recipe.channels_last:
                                 x = x.contiguous(memory_format=torch.channels_last)
-                            with _autocast(device, recipe.amp):
-                                logits, aux = _main_and_aux(train_model(x))
-                                loss = criterion(logits, y)
-                                for a in aux:
-                                    loss = loss + recipe.aux_loss_weight * criterion(a, y)
-                            if not torch.isfinite(loss):
-                                raise NonFiniteLoss(
-                                    f"loss became {loss.item()} at epoch {epoch + 1}, step "
-                                    f"{step + 1} (lr {lr:.4g})"
-                                )
                             # DDP all-reduces the gradients in the last micro-batch's backward
-                            last = j + 1 == accum or not hasattr(train_model, "no_sync")
+                            # only; it decides in the forward pass, which no_sync must cover
+                            last = j + 1 == len(micro) or not hasattr(train_model, "no_sync")
                             with nullcontext() if last else train_model.no_sync():
-                                scaler.scale(loss / accum).backward()
-                            bs = y.shape[0]
+                                with _autocast(device, recipe.amp):
+                                    logits, aux = _main_and_aux(train_model(x))
+                                    loss = criterion(logits, y)
+                                    for a in aux:
+                                        loss = loss + recipe.aux_loss_weight * criterion(a, y)
+                                if not torch.isfinite(loss):
+                                    raise NonFiniteLoss(
+                                        f"loss became {loss.item()} at epoch {epoch + 1}, step "
+                                        f"{step + 1} (lr {lr:.4g})"
+                                    )
+                                bs = y.shape[0]
+                                part = (loss / accum if images == step_images
+                                        else loss * (bs * ctx.world_size / images))
+                                scaler.scale(part).backward()
                             loss_sum += loss.detach().double() * bs
                             hits += torch.stack(correct_topk(logits.detach(), y))
                             seen += bs
@@ -558,12 +575,18 @@ def fit(
                             break
                         if i + 1 < steps_per_epoch and resumable and _due(
                                 every_steps, step, now - last_ckpt_time, ctx, device):
+                            loader_at = train_loader.state_dict()  # type: ignore[attr-defined]
                             save_position = {
-                                "loader": train_loader.state_dict(),  # type: ignore[attr-defined]
+                                "loader": loader_at,
                                 "steps_per_epoch": steps_per_epoch,
                                 "epoch_s": now - t0,
                                 "elapsed_s": now - t_start,
                             }
+                            if micro_images:  # the position as images of the epoch's
+                                # permutation, which any number of ranks can continue from
+                                save_position |= {
+                                    "samples": int(loader_at["batch"]) * micro_images,
+                                    "step_images": step_images}
                             sums = all_reduce_sum(torch.stack([
                                 loss_sum, hits[0].double(), hits[1].double(),
                                 torch.tensor(float(seen), dtype=torch.float64, device=device)]),
@@ -607,6 +630,7 @@ def fit(
                     "train_loss": totals[0] / n_all,
                     "train_top1": 100.0 * totals[1] / n_all,
                     "train_top5": 100.0 * totals[2] / n_all,
+                    "train_images": round(n_all),
                 }
                 eval_model = ema.model if ema is not None else unwrap(model)
                 kw: dict[str, Any] = dict(input_fit=input_fit, amp=recipe.amp,
@@ -646,6 +670,12 @@ def fit(
                     break
     except KeyboardInterrupt:
         raise RunInterrupted(out, ckpt_path, *saved_at) from None
+    finally:
+        # The DDP wrapper goes now, before the process group (an exception's traceback would
+        # keep it alive beyond shutdown(), and freeing it then deadlocks gloo).
+        train_model = model
+        if plain_bn:
+            model = syncbn.revert(model, plain_bn)
     if ctx.is_main and ckpt_path is not None:
         try:
             draw_curves(force=True)
@@ -661,15 +691,57 @@ def fit(
                      diverged, best_file if ctx.is_main and best_file.exists() else None)
 
 
-def _steps(loader: Iterable, accum: int) -> Iterable[list[Any]]:
-    """The loader's micro-batches in groups of ``accum``, one group per optimiser step (a
-    last group of fewer is left out, as a partial batch is with drop_last)."""
+def _steps(loader: Iterable, accum: int, keep_partial: bool) -> Iterable[list[Any]]:
+    """The loader's micro-batches in groups of ``accum``, one group per optimiser step; a
+    last group of fewer is a step too with ``keep_partial``, else it is left out (as a
+    partial batch is with drop_last)."""
     group: list[Any] = []
     for batch in loader:
         group.append(batch)
         if len(group) == accum:
             yield group
             group = []
+    if group and keep_partial:
+        yield group
+
+
+def _resume_batch(position: dict[str, Any], steps_per_epoch: int, step_images: int,
+                  micro_images: int) -> int:
+    """The loader batch at which to continue the epoch a checkpoint was written in. The
+    position is a count of the epoch's images seen by all ranks together, so a run can
+    continue on another number of ranks (every rank strides the same permutation) as long
+    as its steps hold as many images."""
+    if "samples" not in position:  # written before positions were counted in images
+        if position["steps_per_epoch"] != steps_per_epoch:
+            raise ValueError(
+                f"the checkpoint was written in the middle of an epoch of "
+                f"{position['steps_per_epoch']} steps, but this run has {steps_per_epoch} "
+                "steps an epoch; resume it with the batch size and number of processes it "
+                "was written with")
+        return int(position["loader"]["batch"])
+    if position["step_images"] != step_images:
+        raise ValueError(
+            f"the checkpoint was written in the middle of an epoch, with steps of "
+            f"{position['step_images']} images; this run's steps have {step_images}; resume "
+            f"it with --batch-size {position['step_images']} (any number of processes)")
+    return int(position["samples"]) // micro_images
+
+
+def _say_if_resharded(console: Console, resume: dict[str, Any], world_size: int,
+                      position: dict[str, Any] | None, micro_images: int) -> None:
+    """One log line when a run continues on another number of ranks than it was saved by."""
+    before = int(resume.get("run", {}).get("world_size", 1))
+    if before == world_size:
+        return
+    epoch = int(resume["epoch"])
+    steps = int(resume["config"].get("accum_steps", 1))
+    accum = f": {micro_images * steps} in {steps} accumulation steps" if steps > 1 else ""
+    where = (f"continuing epoch {epoch + 1} after {int(position['samples']):,} of its images"
+             if position and "samples" in position else f"starting epoch {epoch + 1}")
+    console.print(f"world size {before} -> {world_size}: the data is re-sharded over "
+                  f"{world_size} process{'es' * (world_size != 1)} "
+                  f"({micro_images // world_size} images each per batch{accum}); {where}",
+                  markup=False, soft_wrap=True)
 
 
 def _due(every_steps: int, step: int, since_s: float, ctx: DistContext,

@@ -16,8 +16,9 @@ __all__ = ["FIELDS", "correct_topk", "plot_confusion", "plot_curves", "write_log
 
 # The columns of metrics.jsonl / metrics.csv, in order; accuracies in percent.
 FIELDS = (
-    "epoch", "step", "lr", "train_loss", "train_top1", "train_top5", "val_loss", "val_top1",
-    "val_top5", "test_loss", "test_top1", "test_top5", "images_per_s", "epoch_s", "elapsed_s",
+    "epoch", "step", "lr", "train_loss", "train_top1", "train_top5", "train_images", "val_loss",
+    "val_top1", "val_top5", "test_loss", "test_top1", "test_top5", "images_per_s", "epoch_s",
+    "elapsed_s",
 )
 
 

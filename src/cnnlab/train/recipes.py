@@ -148,7 +148,8 @@ RULES: Mapping[str, Rule] = types.MappingProxyType({
     "seed": _integer(0, 2**63 - 1), "amp": Rule(str, choices=("none", "bf16", "fp16")),
     "channels_last": _BOOL, "compile": _BOOL,
     "checkpoint_every": _integer(0), "resize": _integer(0, 4096),
-    "accum_steps": _integer(1), "drop_last": _BOOL,
+    "accum_steps": _integer(1), "drop_last": _BOOL, "sync_bn": _BOOL,
+    "lr_reference_batch": _integer(0), "lr_scaling_warmup_epochs": _NON_NEGATIVE,
     "best_split": Rule(str, choices=("auto", "val", "test")),
     "backbone_lr_scale": _NON_NEGATIVE,
     "unstated": Rule(str, many=True), "source": _TEXT,
@@ -224,8 +225,17 @@ class Recipe:
     # of batch_size / accum_steps images, the same update as one batch of batch_size
     accum_steps: int = 1
     # leave out each epoch's last partial (global) batch, so every step has batch_size images;
-    # false: the remainder is a last, smaller step (cnnlab.data.loader says how it is sharded)
-    drop_last: bool = True
+    # false (the default): the remainder is a last, smaller step, so that every image is seen
+    # once per epoch (cnnlab.data.loader says how it is sharded over ranks)
+    drop_last: bool = False
+    # under torchrun: BatchNorm statistics over the global batch (SyncBatchNorm), not each
+    # rank's share of it
+    sync_bn: bool = False
+    # linear learning-rate scaling (Goyal et al. 2017, Sec. 2.1-2.2): lr x batch_size /
+    # lr_reference_batch, reached by a linear warm-up from lr over lr_scaling_warmup_epochs
+    # epochs (their 5); 0 = off
+    lr_reference_batch: int = 0
+    lr_scaling_warmup_epochs: float = 5.0
     best_split: str = "auto"  # best.safetensors by "val" or "test" top-1; auto: val if held out
     # honesty about provenance
     unstated: tuple[str, ...] = ()
@@ -245,6 +255,10 @@ class Recipe:
                 f"{len(self.milestones) + 1} for {len(self.milestones)} milestones, "
                 f"got {len(self.factors)}"
             )
+        if self.lr_reference_batch and self.warmup_epochs:
+            raise ValueError(f"recipe {self.name}: warmup_epochs and linear lr scaling "
+                             "(lr_reference_batch) each bring their own warm-up; set one of "
+                             "them to 0")
         if self.batch_size % self.accum_steps:
             raise ValueError(f"recipe {self.name}: batch_size {self.batch_size} is not divisible "
                              f"by accum_steps {self.accum_steps}; each micro-batch must hold "
@@ -256,10 +270,14 @@ class Recipe:
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> Recipe:
         known = {f.name for f in fields(cls)}
-        values: dict[str, Any] = {
-            k: tuple(v) if isinstance(v, list) else v for k, v in d.items() if k in known
-        }
+        values: dict[str, Any] = dict(_BEFORE_THE_FIELD)
+        values |= {k: tuple(v) if isinstance(v, list) else v for k, v in d.items() if k in known}
         return cls(**values)
+
+
+# What a checkpoint written before a field existed did, where that differs from the field's
+# default now: those runs always left out the last partial batch, and resume so.
+_BEFORE_THE_FIELD: Mapping[str, Any] = types.MappingProxyType({"drop_last": True})
 
 
 def _plain(value: Any) -> Any:
@@ -376,7 +394,8 @@ _add(Recipe(
     # 45k/5k train/val split; 4-pixel padding, 32x32 crop, horizontal flip. ResNet-110 (and
     # 1202, "trained as described above") warm up at 0.01 until training error < 80%
     # (about 400 iterations), then go back to 0.1.
-    # 64k steps of 351 full batches of 45k images is 182.3 epochs: max_steps ends the run.
+    # 64k steps of 352 batches of 45k images (351 full ones and one of 72) is 181.8 epochs:
+    # max_steps ends the run.
     optimizer="sgd", lr=0.1, momentum=0.9, weight_decay=1e-4, batch_size=128, epochs=183,
     max_steps=64_000, schedule="multistep", milestones=(32_000, 48_000),
     milestone_unit="step", val_size=5000, augment="crop_flip", crop_padding=4,
@@ -618,35 +637,50 @@ def build_schedule(recipe: Recipe, steps_per_epoch: int) -> S.Schedule:
     """The recipe's ``lr_at(step)`` for a run with ``steps_per_epoch`` optimiser steps."""
     total = total_steps(recipe, steps_per_epoch)
     unit = steps_per_epoch if recipe.milestone_unit == "epoch" else 1
+    lr = scaled_lr(recipe)
     sched: S.Schedule
     if recipe.schedule == "constant":
-        sched = S.Constant(recipe.lr)
+        sched = S.Constant(lr)
     elif recipe.schedule == "multistep":
         sched = S.MultiStep(
-            recipe.lr,
+            lr,
             tuple(round(m * unit) for m in recipe.milestones),
             recipe.gamma,
             recipe.factors or None,
         )
     elif recipe.schedule == "exponential":
-        sched = S.Exponential(recipe.lr, recipe.gamma, recipe.decay_every * steps_per_epoch)
+        sched = S.Exponential(lr, recipe.gamma, recipe.decay_every * steps_per_epoch)
     elif recipe.schedule == "plateau":
         sched = S.Plateau(
-            recipe.lr, recipe.gamma, recipe.plateau_patience, max_drops=recipe.plateau_max_drops
+            lr, recipe.gamma, recipe.plateau_patience, max_drops=recipe.plateau_max_drops
         )
     elif recipe.schedule == "cosine":
-        sched = S.Cosine(recipe.lr, total, recipe.final_lr)
+        sched = S.Cosine(lr, total, recipe.final_lr)
     elif recipe.schedule == "poly":
-        sched = S.Poly(recipe.lr, total)
+        sched = S.Poly(lr, total)
     else:
-        sched = S.OneCycle(recipe.lr, total, recipe.onecycle_pct)
+        sched = S.OneCycle(lr, total, recipe.onecycle_pct)
     if recipe.warmup_epochs > 0:
         sched = S.Warmup(sched, math.ceil(recipe.warmup_epochs * steps_per_epoch))
+    if lr != recipe.lr and recipe.lr_scaling_warmup_epochs > 0:
+        # Goyal et al. 2017, Sec. 2.2: "gradual warmup", from the base rate up by a constant
+        # amount each step to the scaled rate after 5 epochs
+        sched = S.Warmup(sched, math.ceil(recipe.lr_scaling_warmup_epochs * steps_per_epoch),
+                         start_lr=recipe.lr)
     if recipe.warmup_lr > 0:
         sched = S.WarmupUntil(
             sched, recipe.warmup_lr, recipe.warmup_until_error, recipe.warmup_max_steps
         )
     return sched
+
+
+def scaled_lr(recipe: Recipe) -> float:
+    """The recipe's rate after linear scaling (Goyal et al. 2017, Sec. 2.1: "when the
+    minibatch size is multiplied by k, multiply the learning rate by k"): ``lr x batch_size /
+    lr_reference_batch``; ``lr`` itself when scaling is off (``lr_reference_batch`` 0)."""
+    if not recipe.lr_reference_batch:
+        return recipe.lr
+    return recipe.lr * recipe.batch_size / recipe.lr_reference_batch
 
 
 def total_steps(recipe: Recipe, steps_per_epoch: int) -> int:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import sys
 from collections.abc import Callable, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field
@@ -22,7 +23,13 @@ from rich.console import Console
 from cnnlab.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from cnnlab.registry import create_model, model_info
 from cnnlab.train.checkpoint import load_checkpoint, registered_model
-from cnnlab.train.distributed import check_backend, env_world_size, init_from_env, shutdown
+from cnnlab.train.distributed import (
+    check_backend,
+    check_ranks_agree,
+    env_world_size,
+    init_from_env,
+    shutdown,
+)
 from cnnlab.train.engine import (
     FitResult,
     InputFit,
@@ -31,7 +38,13 @@ from cnnlab.train.engine import (
     run_is_complete,
     seed_everything,
 )
-from cnnlab.train.recipes import Recipe, apply_overrides, get_recipe, parse_overrides
+from cnnlab.train.recipes import (
+    Recipe,
+    apply_overrides,
+    get_recipe,
+    parse_overrides,
+    scaled_lr,
+)
 from cnnlab.train.runfolder import (
     checkpoint_path,
     claim,
@@ -39,6 +52,7 @@ from cnnlab.train.runfolder import (
     holds_run,
     remove_run_files,
 )
+from cnnlab.train.syncbn import has_batchnorm
 
 __all__ = [
     "IMAGENET_MEAN",
@@ -76,6 +90,8 @@ class RunSpec:
     linear_probe: bool = False
     skip_corrupt: bool = False  # image folders: leave out (and name) images that do not decode
     backend: str = "auto"  # torch.distributed backend under torchrun: auto, gloo or nccl
+    sync_bn: bool = False  # recipe field sync_bn: SyncBatchNorm under torchrun
+    scale_lr: bool = False  # linear lr scaling against the recipe's own batch (Goyal et al.)
 
 
 def auto_resume(spec: RunSpec) -> RunSpec:
@@ -226,8 +242,12 @@ def describe(recipe: Recipe) -> str:
     """One line: the recipe, its source and the values that drive it."""
     length = f"{recipe.max_steps:,} steps" if recipe.max_steps else f"{recipe.epochs} epochs"
     opt = recipe.optimizer + (" nesterov" if recipe.nesterov else "")
+    lr = f"{recipe.lr:g}"
+    if recipe.lr_reference_batch:  # linear scaling (Goyal et al. 2017)
+        lr += (f" x {recipe.batch_size}/{recipe.lr_reference_batch} = {scaled_lr(recipe):g} "
+               f"after {recipe.lr_scaling_warmup_epochs:g} warm-up epochs")
     return (
-        f"recipe {recipe.name} ({recipe.citation}): {opt} lr {recipe.lr:g}, "
+        f"recipe {recipe.name} ({recipe.citation}): {opt} lr {lr}, "
         f"{recipe.schedule} schedule, momentum {recipe.momentum:g}, "
         f"weight decay {recipe.weight_decay:g}, batch {recipe.batch_size}, {length}"
     )
@@ -246,8 +266,13 @@ def resolve_recipe(spec: RunSpec, checkpoint: dict[str, Any] | None, default: st
     overrides = parse_overrides(spec.overrides)
     if spec.epochs is not None:
         overrides["epochs"] = spec.epochs
+    if spec.scale_lr and "lr_reference_batch" not in overrides:
+        # against the batch the recipe's rate was set for, before --batch-size changes it
+        overrides["lr_reference_batch"] = recipe.lr_reference_batch or recipe.batch_size
     if spec.batch_size is not None:
         overrides["batch_size"] = spec.batch_size
+    if spec.sync_bn:
+        overrides["sync_bn"] = True
     return apply_overrides(recipe, overrides)
 
 
@@ -433,9 +458,21 @@ def _train(spec: RunSpec, console: Console, fit_kw: dict[str, Any], *,
             f"[dim]{model_name}: built with num_classes={num_classes}, in_chans={in_chans} "
             f"for {data} (the paper's: {info.num_classes}, {info.input_size[0]})[/]"
         )
+    # The same model, recipe and data on every rank, or a one-line error on all of them.
+    check_ranks_agree(ctx, {
+        "the model": {"name": model_name, "num_classes": num_classes, "in_chans": in_chans,
+                      **({"weights": ft.to_run()} if ft is not None else {})},
+        **{f"the recipe's {k}": v for k, v in recipe.to_dict().items()},
+        "the data": {"name": data, "images": len(train_ds), "classes": classes,
+                     "shape": [c, h, w], **{n: len(d) for n, d in splits.items()}},
+    })
     if ctx.is_main:
         console.print(f"[bold]{model_name}[/] on {data} · {describe(recipe)}")
         console.print(f"[dim]{_header(recipe, splits, device, out)}[/]")
+    if recipe.sync_bn and not has_batchnorm(model) and ctx.is_main:
+        print(f"cnnlab: warning: --sync-bn: {model_name} has no BatchNorm layer, so there "
+              "are no statistics to synchronise; training goes on as without it",
+              file=sys.stderr)
     model.to(device)
     fit_in = check_model_data(
         model, model_name, data_name=data, shape=(c, h, w),
@@ -461,6 +498,7 @@ def _train(spec: RunSpec, console: Console, fit_kw: dict[str, Any], *,
                                         train_ds if in_memory else None),
         **common,
     )
+    _check_last_batch(train_loader, model, model_name, recipe)
     # Every rank evaluates the whole split, so every rank sees the same metrics.
     eval_common = dict(common, rank=0, world_size=1)
     val_loader = (_loader(splits["val"], 256, shuffle=False, **eval_common)
@@ -481,6 +519,21 @@ def _train(spec: RunSpec, console: Console, fit_kw: dict[str, Any], *,
         val_loader=val_loader, test_loader=test_loader, device=device, input_fit=fit_in,
         run_info=run_info, resume=checkpoint, dist_ctx=ctx, console=console, **fit_kw,
     )
+
+
+def _check_last_batch(loader: Any, model: nn.Module, model_name: str, recipe: Recipe) -> None:
+    """Without drop_last the epoch ends with the remainder: refuse at start-up, rather than
+    at the first epoch's end, a remainder that would leave a process a BatchNorm batch of
+    one image."""
+    if loader.drop_last or not has_batchnorm(model):
+        return
+    last = loader.global_batch_images(len(loader) - 1)
+    if last // loader.world_size == 1:  # the smallest share (shares differ by at most one)
+        who = "the process" if loader.world_size == 1 else "one of the processes"
+        raise ValueError(
+            f"the last batch of each epoch ({loader.n:,} images mod {recipe.batch_size}) "
+            f"would give {who} a single image, and {model_name}'s BatchNorm cannot train on "
+            "one; use --set drop_last=true, or another --batch-size")
 
 
 def _finetune(spec: RunSpec, checkpoint: dict[str, Any] | None) -> Any:
