@@ -10,6 +10,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+import cnnlab
 from cnnlab.models import anynet, regnet_from_params
 from cnnlab.models.regnet import AnyNet, Stage, block_widths, regnet_stages
 
@@ -168,3 +169,61 @@ def test_invalid_anynet_stages_raise_a_clear_error(stages, match):
 def test_invalid_stage_names_the_stage():
     with pytest.raises(ValueError, match=r"stage 2 \(1, 24, 16, 1.0\)"):
         anynet([(1, 16, 16, 1.0), (1, 24, 16, 1.0)], stem_width=8)
+
+
+# --- whole networks: parameters and MACs by hand, against the published numbers -------------
+
+def _block_costs(w_in: int, w: int, g: int, se: float | None, h_in: int, stride: int):
+    """(params, MACs) of one X/Y block by hand (b = 1: inner width w), BN = 2 params per
+    channel; a 1x1 at the input resolution, the 3x3 (stride here), c and proj at the output."""
+    h = h_in // stride
+    params = w_in * w + 2 * w  # a
+    macs = w_in * w * h_in * h_in
+    params += w * g * 9 + 2 * w  # b: every output sees one group of g inputs
+    macs += w * g * 9 * h * h
+    if se:
+        s = round(se * w_in)
+        params += (w * s + s) + (s * w + w)
+        macs += 2 * w * s  # two 1x1 convs on the pooled 1x1 map
+    params += w * w + 2 * w  # c
+    macs += w * w * h * h
+    if stride != 1 or w_in != w:
+        params += w_in * w + 2 * w  # proj
+        macs += w_in * w * h * h
+    return params, macs
+
+
+def _network_costs(stages, se: float | None, resolution: int, classes: int = 1000):
+    h = resolution // 2  # the stem: 3x3/2 conv, 3 -> 32, and its BN
+    params, macs = 3 * 32 * 9 + 2 * 32, 32 * 3 * 9 * h * h
+    w_in = 32
+    for depth, w, g in stages:
+        for j in range(depth):
+            p, m = _block_costs(w_in, w, g, se, h, 2 if j == 0 else 1)
+            params, macs, w_in = params + p, macs + m, w
+            h = h // 2 if j == 0 else h
+    return params + w_in * classes + classes, macs + w_in * classes
+
+
+# (depth, width, group width) per stage, as derived by hand above; the published numbers are
+# torchvision's (params, GFLOPs = GMACs at 224x224, rounded to three decimals).
+@pytest.mark.parametrize("stages, se, params, gmacs", [
+    ([(1, 32, 16), (2, 64, 16), (7, 160, 16), (12, 400, 16)], None, 5_495_976, 0.414),
+    ([(1, 48, 8), (3, 104, 8), (6, 208, 8), (6, 440, 8)], 0.25, 4_344_144, 0.402),
+], ids=["regnetx_400mf", "regnety_400mf"])
+def test_hand_counts_equal_the_published_numbers(stages, se, params, gmacs):
+    hand_params, hand_macs = _network_costs(stages, se, 224)
+    assert hand_params == params
+    assert abs(hand_macs / 1e9 - gmacs) <= 0.0005
+
+
+@pytest.mark.parametrize("name", ["regnet_x_400mf", "regnet_y_400mf"])
+def test_the_registered_models_are_the_hand_derived_points(name):
+    from cnnlab.models.regnet import REGNET_PARAMS
+
+    expected = {"regnet_x_400mf": [(1, 32), (2, 64), (7, 160), (12, 400)],
+                "regnet_y_400mf": [(1, 48), (3, 104), (6, 208), (6, 440)]}[name]
+    with torch.device("meta"):
+        model = cnnlab.create_model(name)
+    assert [(len(s), s[0].f.c[0].out_channels) for s in model.trunk_output] == expected
+    assert model.se_ratio == REGNET_PARAMS[name].se_ratio
