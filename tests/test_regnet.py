@@ -11,8 +11,9 @@ import pytest
 import torch
 
 import cnnlab
+from cnnlab.analysis import summarize
 from cnnlab.models import anynet, regnet_from_params
-from cnnlab.models.regnet import AnyNet, Stage, block_widths, regnet_stages
+from cnnlab.models.regnet import REGNET_PARAMS, AnyNet, Stage, block_widths, regnet_stages
 
 from zoo_helpers import count_params
 
@@ -58,6 +59,27 @@ def test_group_width_is_capped_at_the_inner_width():
     # so its group width becomes 80 (one group, a dense 3x3), as in pycls.
     first = regnet_stages(80, 49.56, 2.88, 23, 120)[0]
     assert (first.width, first.group_width) == (80, 80)
+
+
+def test_compatibility_with_a_bottleneck_uses_the_inner_width():
+    # w0 = 48, wa = 36, wm = 2.5, d = 4: u = 48, 84, 120, 156; log(u/48)/log(2.5) = 0, 0.61,
+    # 1, 1.29 -> s = 0, 1, 1, 1: widths 48 and 120 (= 48·2.5), depths 1 and 3. With b = 2 the
+    # inner widths are 24 and 60; group width 24 fits 24, and 60 rounds (half up) to 72, so
+    # the stage widths become 48 and 144.
+    assert regnet_stages(48, 36.0, 2.5, 4, 24, bottleneck_ratio=2.0) == [
+        Stage(1, 48, 24, 2.0), Stage(3, 144, 24, 2.0)]
+    model = regnet_from_params(48, 36.0, 2.5, 4, 24, bottleneck_ratio=2.0, stem_width=8,
+                               in_chans=1, num_classes=10)
+    assert model.trunk_output.block2[0].f.b[0].groups == 72 // 24
+
+
+def test_regnet_from_params_passes_the_anynet_options():
+    model = regnet_from_params(8, 8.0, 2.0, 6, 8, stem_width=8, in_chans=1, num_classes=10,
+                               se_ratio=0.25).eval()
+    with torch.no_grad():
+        assert model(torch.randn(2, 1, 28, 28)).shape == (2, 10)
+    assert model.stem[0].in_channels == 1 and model.stem[0].out_channels == 8
+    assert model.trunk_output.block1[0].f.se.fc1.out_channels == 2  # round(0.25·8)
 
 
 @pytest.mark.parametrize("kwargs, match", [
@@ -219,11 +241,18 @@ def test_hand_counts_equal_the_published_numbers(stages, se, params, gmacs):
 
 @pytest.mark.parametrize("name", ["regnet_x_400mf", "regnet_y_400mf"])
 def test_the_registered_models_are_the_hand_derived_points(name):
-    from cnnlab.models.regnet import REGNET_PARAMS
-
     expected = {"regnet_x_400mf": [(1, 32), (2, 64), (7, 160), (12, 400)],
                 "regnet_y_400mf": [(1, 48), (3, 104), (6, 208), (6, 440)]}[name]
     with torch.device("meta"):
         model = cnnlab.create_model(name)
     assert [(len(s), s[0].f.c[0].out_channels) for s in model.trunk_output] == expected
     assert model.se_ratio == REGNET_PARAMS[name].se_ratio
+
+
+def test_receptive_field_of_regnetx_400mf_by_hand():
+    # Stem 3x3/2: 3 px, jump 2. Each block adds its 3x3's 2·jump (the 1x1s add nothing; the
+    # 1x1/2 projection's field is smaller), and the first of a stage doubles the jump after:
+    # stage 1 (1 block) 3 + 4 = 7; stage 2 (2) 7 + 8 + 16 = 31; stage 3 (7) 31 + 16 + 6·32 =
+    # 239; stage 4 (12) 239 + 32 + 11·64 = 975 px, jump 32.
+    rf = summarize("regnet_x_400mf").receptive_field
+    assert (rf.size, rf.jump) == (975, 32)
