@@ -188,6 +188,20 @@ def test_invalid_anynet_stages_raise_a_clear_error(stages, match):
         anynet(stages, stem_width=8, in_chans=1, num_classes=10)
 
 
+def test_numpy_integers_from_a_sampler_are_accepted():
+    np = pytest.importorskip("numpy")
+    stages = [tuple(np.int64(v) for v in s[:3]) + (np.float64(1.0),) for s in MNIST_STAGES]
+    model = anynet(stages, stem_width=np.int64(8), in_chans=1, num_classes=10)
+    assert model.stages == tuple(Stage(*s) for s in MNIST_STAGES)
+    assert all(type(v) is int for s in model.stages for v in s[:3])
+
+
+@pytest.mark.parametrize("stage", [(1, 8), (1, 8, 8, 1.0, 0), 8, (1.5, 8, 8, 1.0), (True, 8, 8)])
+def test_malformed_stages_raise_a_value_error(stage):
+    with pytest.raises(ValueError, match="stage 1"):
+        anynet([stage], stem_width=8)
+
+
 def test_invalid_stage_names_the_stage():
     with pytest.raises(ValueError, match=r"stage 2 \(1, 24, 16, 1.0\)"):
         anynet([(1, 16, 16, 1.0), (1, 24, 16, 1.0)], stem_width=8)

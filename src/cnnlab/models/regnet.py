@@ -22,6 +22,7 @@ torchvision, so its state_dicts load unchanged.
 from __future__ import annotations
 
 import math
+import operator
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from typing import NamedTuple
@@ -73,23 +74,37 @@ def _inner_width(stage: Stage) -> int:
     return round(stage.width / stage.bottleneck_ratio)
 
 
-def _check_stage(index: int, stage: Stage) -> None:
-    depth, width, group_width, ratio = stage
+def _integer(value: object, what: str, where: str) -> int:
+    """``value`` as a Python int >= 1 (NumPy integers too, as a sampler draws them)."""
+    try:
+        number = operator.index(value)
+    except TypeError:
+        number = 0
+    if isinstance(value, bool) or number < 1:
+        raise ValueError(f"{where}: {what} must be an integer >= 1, got {value!r}")
+    return number
+
+
+def _checked_stage(index: int, stage: Sequence) -> Stage:
+    """The stage as a Stage of Python numbers, or a ValueError naming it and the problem."""
+    where = f"stage {index + 1} {stage!r}"
+    if not (isinstance(stage, Sequence) and 3 <= len(stage) <= 4):
+        raise ValueError(f"{where}: a stage is (depth, width, group_width, bottleneck_ratio)")
     where = f"stage {index + 1} {tuple(stage)}"
-    if not (isinstance(depth, int) and depth >= 1):
-        raise ValueError(f"{where}: depth must be an integer >= 1, got {depth!r}")
-    if not (isinstance(width, int) and width >= 1):
-        raise ValueError(f"{where}: width must be an integer >= 1, got {width!r}")
-    if not (isinstance(group_width, int) and group_width >= 1):
-        raise ValueError(f"{where}: group_width must be an integer >= 1, got {group_width!r}")
+    depth, width, group_width, ratio = Stage(*stage)
+    depth = _integer(depth, "depth", where)
+    width = _integer(width, "width", where)
+    group_width = _integer(group_width, "group_width", where)
     if not ratio > 0:
         raise ValueError(f"{where}: bottleneck_ratio must be > 0, got {ratio!r}")
-    inner = _inner_width(stage)
+    checked = Stage(depth, width, group_width, float(ratio))
+    inner = _inner_width(checked)
     if inner < 1 or inner % group_width:
         raise ValueError(
             f"{where}: inner width round({width} / {ratio}) = {inner} is not divisible by "
             f"group_width {group_width}; choose a width whose inner width is a multiple of it"
         )
+    return checked
 
 
 class ResBottleneckBlock(nn.Module):
@@ -149,17 +164,15 @@ class AnyNet(Classifier):
         act_layer: Callable[..., nn.Module] = nn.ReLU,
     ) -> None:
         super().__init__()
-        self.stages = tuple(Stage(*s) for s in stages)
+        self.stages = tuple(_checked_stage(i, s) for i, s in enumerate(stages))
         if not self.stages:
             raise ValueError("AnyNet needs at least one stage (depth, width, group_width, "
                              "bottleneck_ratio)")
-        if not (isinstance(stem_width, int) and stem_width >= 1):
-            raise ValueError(f"stem_width must be an integer >= 1, got {stem_width!r}")
+        stem_width = _integer(stem_width, "stem_width", "AnyNet")
         if se_ratio is not None and not 0 < se_ratio <= 1:
             raise ValueError(f"se_ratio must be in (0, 1] or None, got {se_ratio!r}")
         width_in = stem_width
         for i, stage in enumerate(self.stages):
-            _check_stage(i, stage)
             if se_ratio and round(se_ratio * width_in) < 1:
                 raise ValueError(f"stage {i + 1}: se_ratio {se_ratio} of input width "
                                  f"{width_in} squeezes to 0 channels")
