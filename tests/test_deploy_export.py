@@ -17,6 +17,8 @@ from cnnlab.deploy import export
 from cnnlab.deploy.exporter import AdaptiveAvgPoolAsMatmul
 from cnnlab.deploy.fuse import calibrate_bn
 
+from zoo_helpers import HEAVY_PARAMS, heavy_param
+
 ort = pytest.importorskip("onnxruntime", reason="pip install 'cnnlab[deploy]'")
 onnx = pytest.importorskip("onnx")
 
@@ -49,7 +51,7 @@ def assert_dynamic_batch(path) -> None:
 
 
 @pytest.mark.export_registry
-@pytest.mark.parametrize("name", ALL)
+@pytest.mark.parametrize("name", [heavy_param(n) for n in ALL])
 def test_every_model_exports_to_onnx_and_ort_agrees(name, tmp_path):
     model = cnnlab.create_model(name).eval()
     size = export_hw(model, name)
@@ -212,6 +214,9 @@ def test_docs_table_covers_every_model_within_tolerance():
             rows[cells[0]] = cells
     assert sorted(rows) == sorted(ALL), "rerun: PYTHONPATH=src python scripts/deploy_table.py"
     for name, cells in rows.items():
+        if cells[2] == "not measured":  # only the heavy models' real-valued checks are opt-in
+            assert cnnlab.model_info(name).params > HEAVY_PARAMS, (name, cells)
+            continue
         assert cells[2] in ("torchscript", "dynamo"), (name, cells)
         relative = float(cells[3].split("(")[1].rstrip(")"))
         assert relative <= 1e-4, (name, cells)

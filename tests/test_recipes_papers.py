@@ -131,12 +131,18 @@ PAPERS: dict[str, dict] = {
     # Kornblith et al. 2019, Sec. 3: a linear classifier on frozen features of central crops,
     # without data augmentation.
     "linear_probe": dict(augment="none"),
+    # Radosavovic et al. 2020 (RegNet): the released pycls configs (RegNet*_dds_8gpu.yaml),
+    # as the recipe's source says: SGD momentum 0.9 (Nesterov), lr 0.4 for batch 1024,
+    # half-period cosine after 5 warm-up epochs, weight decay 5e-5, 100 epochs.
+    "radosavovic2020": dict(optimizer="sgd", momentum=0.9, nesterov=True, lr=0.4,
+                            batch_size=1024, schedule="cosine", warmup_epochs=5,
+                            weight_decay=5e-5, epochs=100),
 }
 
 
 def test_every_paper_recipe_is_pinned():
     assert set(PAPERS) == set(RECIPES) - {"fast_cpu"}
-    assert len(PAPERS) == 25  # 23 papers' training recipes and 2 for transfer learning
+    assert len(PAPERS) == 26  # 24 papers' training recipes and 2 for transfer learning
 
 
 @pytest.mark.parametrize("name", sorted(PAPERS))

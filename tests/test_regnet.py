@@ -10,8 +10,10 @@ from __future__ import annotations
 import pytest
 import torch
 
+import cnnlab
+from cnnlab.analysis import summarize
 from cnnlab.models import anynet, regnet_from_params
-from cnnlab.models.regnet import AnyNet, Stage, block_widths, regnet_stages
+from cnnlab.models.regnet import REGNET_PARAMS, AnyNet, Stage, block_widths, regnet_stages
 
 from zoo_helpers import count_params
 
@@ -57,6 +59,27 @@ def test_group_width_is_capped_at_the_inner_width():
     # so its group width becomes 80 (one group, a dense 3x3), as in pycls.
     first = regnet_stages(80, 49.56, 2.88, 23, 120)[0]
     assert (first.width, first.group_width) == (80, 80)
+
+
+def test_compatibility_with_a_bottleneck_uses_the_inner_width():
+    # w0 = 48, wa = 36, wm = 2.5, d = 4: u = 48, 84, 120, 156; log(u/48)/log(2.5) = 0, 0.61,
+    # 1, 1.29 -> s = 0, 1, 1, 1: widths 48 and 120 (= 48·2.5), depths 1 and 3. With b = 2 the
+    # inner widths are 24 and 60; group width 24 fits 24, and 60 rounds (half up) to 72, so
+    # the stage widths become 48 and 144.
+    assert regnet_stages(48, 36.0, 2.5, 4, 24, bottleneck_ratio=2.0) == [
+        Stage(1, 48, 24, 2.0), Stage(3, 144, 24, 2.0)]
+    model = regnet_from_params(48, 36.0, 2.5, 4, 24, bottleneck_ratio=2.0, stem_width=8,
+                               in_chans=1, num_classes=10)
+    assert model.trunk_output.block2[0].f.b[0].groups == 72 // 24
+
+
+def test_regnet_from_params_passes_the_anynet_options():
+    model = regnet_from_params(8, 8.0, 2.0, 6, 8, stem_width=8, in_chans=1, num_classes=10,
+                               se_ratio=0.25).eval()
+    with torch.no_grad():
+        assert model(torch.randn(2, 1, 28, 28)).shape == (2, 10)
+    assert model.stem[0].in_channels == 1 and model.stem[0].out_channels == 8
+    assert model.trunk_output.block1[0].f.se.fc1.out_channels == 2  # round(0.25·8)
 
 
 @pytest.mark.parametrize("kwargs, match", [
@@ -165,6 +188,85 @@ def test_invalid_anynet_stages_raise_a_clear_error(stages, match):
         anynet(stages, stem_width=8, in_chans=1, num_classes=10)
 
 
+def test_numpy_integers_from_a_sampler_are_accepted():
+    np = pytest.importorskip("numpy")
+    stages = [tuple(np.int64(v) for v in s[:3]) + (np.float64(1.0),) for s in MNIST_STAGES]
+    model = anynet(stages, stem_width=np.int64(8), in_chans=1, num_classes=10)
+    assert model.stages == tuple(Stage(*s) for s in MNIST_STAGES)
+    assert all(type(v) is int for s in model.stages for v in s[:3])
+
+
+@pytest.mark.parametrize("stage", [(1, 8), (1, 8, 8, 1.0, 0), 8, (1.5, 8, 8, 1.0), (True, 8, 8)])
+def test_malformed_stages_raise_a_value_error(stage):
+    with pytest.raises(ValueError, match="stage 1"):
+        anynet([stage], stem_width=8)
+
+
 def test_invalid_stage_names_the_stage():
     with pytest.raises(ValueError, match=r"stage 2 \(1, 24, 16, 1.0\)"):
         anynet([(1, 16, 16, 1.0), (1, 24, 16, 1.0)], stem_width=8)
+
+
+# --- whole networks: parameters and MACs by hand, against the published numbers -------------
+
+def _block_costs(w_in: int, w: int, g: int, se: float | None, h_in: int, stride: int):
+    """(params, MACs) of one X/Y block by hand (b = 1: inner width w), BN = 2 params per
+    channel; a 1x1 at the input resolution, the 3x3 (stride here), c and proj at the output."""
+    h = h_in // stride
+    params = w_in * w + 2 * w  # a
+    macs = w_in * w * h_in * h_in
+    params += w * g * 9 + 2 * w  # b: every output sees one group of g inputs
+    macs += w * g * 9 * h * h
+    if se:
+        s = round(se * w_in)
+        params += (w * s + s) + (s * w + w)
+        macs += 2 * w * s  # two 1x1 convs on the pooled 1x1 map
+    params += w * w + 2 * w  # c
+    macs += w * w * h * h
+    if stride != 1 or w_in != w:
+        params += w_in * w + 2 * w  # proj
+        macs += w_in * w * h * h
+    return params, macs
+
+
+def _network_costs(stages, se: float | None, resolution: int, classes: int = 1000):
+    h = resolution // 2  # the stem: 3x3/2 conv, 3 -> 32, and its BN
+    params, macs = 3 * 32 * 9 + 2 * 32, 32 * 3 * 9 * h * h
+    w_in = 32
+    for depth, w, g in stages:
+        for j in range(depth):
+            p, m = _block_costs(w_in, w, g, se, h, 2 if j == 0 else 1)
+            params, macs, w_in = params + p, macs + m, w
+            h = h // 2 if j == 0 else h
+    return params + w_in * classes + classes, macs + w_in * classes
+
+
+# (depth, width, group width) per stage, as derived by hand above; the published numbers are
+# torchvision's (params, GFLOPs = GMACs at 224x224, rounded to three decimals).
+@pytest.mark.parametrize("stages, se, params, gmacs", [
+    ([(1, 32, 16), (2, 64, 16), (7, 160, 16), (12, 400, 16)], None, 5_495_976, 0.414),
+    ([(1, 48, 8), (3, 104, 8), (6, 208, 8), (6, 440, 8)], 0.25, 4_344_144, 0.402),
+], ids=["regnetx_400mf", "regnety_400mf"])
+def test_hand_counts_equal_the_published_numbers(stages, se, params, gmacs):
+    hand_params, hand_macs = _network_costs(stages, se, 224)
+    assert hand_params == params
+    assert abs(hand_macs / 1e9 - gmacs) <= 0.0005
+
+
+@pytest.mark.parametrize("name", ["regnet_x_400mf", "regnet_y_400mf"])
+def test_the_registered_models_are_the_hand_derived_points(name):
+    expected = {"regnet_x_400mf": [(1, 32), (2, 64), (7, 160), (12, 400)],
+                "regnet_y_400mf": [(1, 48), (3, 104), (6, 208), (6, 440)]}[name]
+    with torch.device("meta"):
+        model = cnnlab.create_model(name)
+    assert [(len(s), s[0].f.c[0].out_channels) for s in model.trunk_output] == expected
+    assert model.se_ratio == REGNET_PARAMS[name].se_ratio
+
+
+def test_receptive_field_of_regnetx_400mf_by_hand():
+    # Stem 3x3/2: 3 px, jump 2. Each block adds its 3x3's 2·jump (the 1x1s add nothing; the
+    # 1x1/2 projection's field is smaller), and the first of a stage doubles the jump after:
+    # stage 1 (1 block) 3 + 4 = 7; stage 2 (2) 7 + 8 + 16 = 31; stage 3 (7) 31 + 16 + 6·32 =
+    # 239; stage 4 (12) 239 + 32 + 11·64 = 975 px, jump 32.
+    rf = summarize("regnet_x_400mf").receptive_field
+    assert (rf.size, rf.jump) == (975, 32)

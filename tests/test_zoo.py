@@ -11,7 +11,7 @@ from torch.utils.flop_counter import FlopCounterMode
 import cnnlab
 
 from conftest import torchvision_reference
-from zoo_helpers import build_on_meta, count_params, small_input_hw
+from zoo_helpers import build_on_meta, count_params, heavy_param, small_input_hw
 
 ALL = cnnlab.list_models()
 TORCHVISION = [n for n in ALL if cnnlab.model_info(n).torchvision]
@@ -47,7 +47,7 @@ def test_meta_forward_honours_num_classes_and_in_chans(name):
     assert info.num_classes != 7  # the override really changed something
 
 
-@pytest.mark.parametrize("name", ALL)
+@pytest.mark.parametrize("name", [heavy_param(n) for n in ALL])
 def test_forward_backward_real(name):
     model = cnnlab.create_model(name).train()
     h, w = small_input_hw(name, model)

@@ -2,9 +2,25 @@
 
 from __future__ import annotations
 
+import os
+
+import pytest
 import torch
 
 import cnnlab
+
+# Real-valued tests of models above this many parameters (RegNetY-128GF, 645M) fill and run
+# gigabytes: ~3 minutes and 6 GB each on the 2-core machine. They run with CNNLAB_HEAVY=1;
+# their shapes and counts are checked on meta tensors either way.
+HEAVY_PARAMS = 300_000_000
+
+
+def heavy_param(name: str):
+    """``name`` as a test parameter, skipped for a heavy model unless CNNLAB_HEAVY=1."""
+    if cnnlab.model_info(name).params <= HEAVY_PARAMS or os.environ.get("CNNLAB_HEAVY") == "1":
+        return name
+    return pytest.param(name, marks=pytest.mark.skip(
+        reason=f"{name}: over {HEAVY_PARAMS:,} parameters; set CNNLAB_HEAVY=1 to run"))
 
 
 def small_input_hw(name: str, model: torch.nn.Module) -> tuple[int, int]:

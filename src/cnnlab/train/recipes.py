@@ -512,6 +512,17 @@ _add(Recipe(
     "code skips weight decay on norms, biases (and the position bias tables)",
 ))
 _add(Recipe(
+    name="radosavovic2020",
+    citation="Radosavovic et al. 2020 (RegNet), Sec. 5 and the authors' pycls configs",
+    # SGD momentum 0.9, half-period cosine, weight decay 5e-5, 100 epochs (Sec. 5's full
+    # regime); lr 0.4 for batch 1024 (0.05 per 128) with 5 linear warm-up epochs, Nesterov.
+    optimizer="sgd", lr=0.4, momentum=0.9, nesterov=True, weight_decay=5e-5, batch_size=1024,
+    epochs=100, schedule="cosine", warmup_epochs=5, augment="resized_crop_flip",
+    unstated=("lr", "batch_size", "nesterov", "warmup_epochs", "augment"),
+    source="the released pycls configs (RegNet*_dds_8gpu.yaml); not checked against the "
+    "paper's text",
+))
+_add(Recipe(
     name="fast_cpu",
     citation="cnnlab: a short one-cycle schedule for CPU demos (Smith & Topin 2018)",
     optimizer="sgd", lr=0.05, momentum=0.9, nesterov=True, weight_decay=5e-4,
