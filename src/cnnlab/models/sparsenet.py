@@ -29,14 +29,12 @@ tests/test_sparsenet.py, and no ImageNet error is declared (see ``deviations``).
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
 
-from cnnlab.models.base import Classifier
-from cnnlab.models.densenet import DenseLayer, DenseNet, Transition, _min_input_side, _stem
+from cnnlab.models.densenet import DenseLayer, DenseNet, Transition
 from cnnlab.registry import Paper, register_model
 
 __all__ = ["SparseNet", "SparseNetConfig", "sparse_inputs", "sparse_widths"]
@@ -118,48 +116,20 @@ def _sparse_stages(
     return layers, info, channels, stride
 
 
-class SparseNet(Classifier):
-    """SparseNet classifier: ``features`` (stem, sparse blocks, transitions, final BN) -> ReLU
-    -> GAP -> FC, laid out and initialised as cnnlab's DenseNet."""
+class SparseNet(DenseNet):
+    """SparseNet classifier: DenseNet's ``features`` (stem, blocks, transitions, final BN) ->
+    ReLU -> GAP -> FC, init and options, with sparse blocks (``features.sparseblock1``...)."""
 
-    classifier_path = "classifier"
+    # A SparseNetConfig has the fields DenseNet reads (stem, blocks, bottleneck, theta).
+    _stages = staticmethod(_sparse_stages)  # type: ignore[assignment]
 
-    def __init__(
-        self,
-        cfg: SparseNetConfig,
-        *,
-        num_classes: int = 1000,
-        in_chans: int = 3,
-        drop_rate: float = 0.0,
-        memory_efficient: bool = False,
-    ) -> None:
-        super().__init__()
+    def __init__(self, cfg: SparseNetConfig, **kwargs) -> None:
         if len(cfg.growth_rates) != len(cfg.block_config):
             raise ValueError(
                 f"SparseNet needs one growth rate per block: {len(cfg.block_config)} blocks, "
                 f"got growth rates {cfg.growth_rates}"
             )
-        self.in_chans = in_chans
-        stem, stride = _stem(in_chans, cfg)
-        stages, self.feature_info, channels, stride = _sparse_stages(
-            cfg.stem_channels, stride, cfg, drop_rate=drop_rate, memory_efficient=memory_efficient
-        )
-        final_norm = f"norm{len(cfg.block_config) + 1}"
-        self.features = nn.Sequential(
-            OrderedDict([*stem, *stages, (final_norm, nn.BatchNorm2d(channels))])
-        )
-        self.feature_info.append(
-            {"channels": channels, "reduction": stride, "module": f"features.{final_norm}"}
-        )
-        self.num_features = channels
-        self.classifier = nn.Linear(channels, num_classes)
-        side = _min_input_side(cfg)
-        self.min_input_size = (side, side)
-        self._init_weights()
-
-    # The same head and initialisation as DenseNet's (He init, BN to identity).
-    forward_head = DenseNet.forward_head
-    _init_weights = DenseNet._init_weights
+        super().__init__(cfg, **kwargs)  # type: ignore[arg-type]
 
 
 def _cifar_config(depth: int, growth_rates: tuple[int, int, int], bc: bool) -> SparseNetConfig:
