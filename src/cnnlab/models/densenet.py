@@ -183,6 +183,8 @@ class DenseNet(Classifier):
     """
 
     classifier_path = "classifier"  # the last layer: features -> class scores
+    # Builds the blocks and transitions; SparseNet (models/sparsenet.py) swaps in its own.
+    _stages = staticmethod(_dense_stages)
 
     def __init__(
         self,
@@ -196,7 +198,7 @@ class DenseNet(Classifier):
         super().__init__()
         self.in_chans = in_chans
         stem, stride = _stem(in_chans, cfg)
-        stages, self.feature_info, channels, stride = _dense_stages(
+        stages, self.feature_info, channels, stride = self._stages(
             cfg.stem_channels, stride, cfg, drop_rate=drop_rate, memory_efficient=memory_efficient
         )
         final_norm = f"norm{len(cfg.block_config) + 1}"
