@@ -46,7 +46,8 @@ def logits_for(name: str) -> dict:
     ref = REFERENCE[name]
     model = getattr(torchvision.models, name)(**ref["constructor_kwargs"]).eval()
     model.load_state_dict(deterministic_state_dict(model.state_dict()))
-    size = max(64, *ref["min_size"])
+    # A ViT takes only the size its position embedding was built for (224 by default).
+    size = getattr(model, "image_size", None) or max(64, *ref["min_size"])
     x = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         out = model(x)

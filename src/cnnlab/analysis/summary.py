@@ -146,6 +146,13 @@ class Summary:
         return sum(r.activation_bytes for r in self.layers)
 
     @property
+    def first_global(self) -> str | None:
+        """The first layer or op whose every unit sees the whole input (a transformer's first
+        attention, an SE gate, a global pool), or None."""
+        return next((r.name for r in self.layers if r.receptive_field is not None
+                     and r.receptive_field.covers_input), None)
+
+    @property
     def param_bytes(self) -> int:
         return self.total_params * self.dtype.itemsize
 
