@@ -120,6 +120,11 @@ PAPERS: dict[str, dict] = {
     # Chen et al. 2017 (DPN), Sec. 5.1: the rate divided by 10 when the training accuracy
     # plateaus (the other values are unverified and listed as unstated in the recipe).
     "chen2017": dict(optimizer="sgd", schedule="plateau", gamma=0.1, plateau_monitor="train"),
+    # Liu et al. 2021 (Swin), Sec. 4.1: AdamW for 300 epochs, cosine decay with 20 epochs of
+    # linear warm-up, batch 1024, initial lr 0.001, weight decay 0.05; Appendix A2.1: gradient
+    # clipping with a max norm of 5.
+    "liu2021": dict(optimizer="adamw", lr=0.001, weight_decay=0.05, batch_size=1024,
+                    epochs=300, schedule="cosine", warmup_epochs=20, grad_clip=5.0),
     # Girshick et al. 2014 (R-CNN), Sec. 2.3: fine-tuning starts SGD at 1/10 of the
     # pre-training rate (the backbone here; the new head at the full rate).
     "finetune": dict(optimizer="sgd", backbone_lr_scale=0.1),
@@ -131,7 +136,7 @@ PAPERS: dict[str, dict] = {
 
 def test_every_paper_recipe_is_pinned():
     assert set(PAPERS) == set(RECIPES) - {"fast_cpu"}
-    assert len(PAPERS) == 24  # 22 papers' training recipes and 2 for transfer learning
+    assert len(PAPERS) == 25  # 23 papers' training recipes and 2 for transfer learning
 
 
 @pytest.mark.parametrize("name", sorted(PAPERS))

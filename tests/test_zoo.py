@@ -119,10 +119,17 @@ def test_state_dict_keys_and_shapes_match_torchvision(name):
     assert count_params(model) == ref["num_params_constructed"]
 
 
+# torchvision declares Swin's min_size as 224, the size its weights were evaluated at; its
+# layers pad to windows and take any size. cnnlab's rule (models/swin.py): at least 32x32, so
+# that stage 4 (stride 32) holds a whole token.
+MIN_SIZE_DEVIATES = {"swin_t": [32, 32], "swin_s": [32, 32], "swin_b": [32, 32]}
+
+
 @pytest.mark.parametrize("name", TORCHVISION)
 def test_torchvision_min_size_matches(name):
     model = build_on_meta(name)
-    assert list(model.min_input_size) == _published(name)["min_size"]
+    expected = MIN_SIZE_DEVIATES.get(name, _published(name)["min_size"])
+    assert list(model.min_input_size) == expected
 
 
 @pytest.mark.parametrize("name", TORCHVISION)

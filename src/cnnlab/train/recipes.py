@@ -479,6 +479,20 @@ _add(Recipe(
     "not verified against the paper",
 ))
 _add(Recipe(
+    name="liu2021",
+    citation="Liu et al. 2021 (Swin Transformer), Sec. 4.1 and Appendix A2.1",
+    # AdamW, 300 epochs, cosine decay after 20 epochs of linear warm-up, batch 1024, lr 0.001,
+    # weight decay 0.05; gradient clipping at max norm 5.0 (A2.1); DeiT's regularisation,
+    # of which label smoothing 0.1 is expressible here.
+    optimizer="adamw", lr=0.001, weight_decay=0.05, no_decay_1d=True, batch_size=1024,
+    epochs=300, schedule="cosine", warmup_epochs=20, grad_clip=5.0, label_smoothing=0.1,
+    augment="resized_crop_flip",
+    unstated=("no_decay_1d", "label_smoothing", "augment"),
+    source="DeiT's recipe (Touvron et al. 2021), which Sec. 4.1 adopts: label smoothing 0.1; "
+    "its RandAugment, Mixup, CutMix and random erasing are not available here; the authors' "
+    "code skips weight decay on norms, biases (and the position bias tables)",
+))
+_add(Recipe(
     name="fast_cpu",
     citation="cnnlab: a short one-cycle schedule for CPU demos (Smith & Topin 2018)",
     optimizer="sgd", lr=0.05, momentum=0.9, nesterov=True, weight_decay=5e-4,
