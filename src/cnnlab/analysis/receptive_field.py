@@ -94,6 +94,7 @@ class TensorRF:
     axes: tuple[Axis, Axis]
     spatial: bool
     tokens: Tokens | None = None
+    channels_last: bool = False  # a (B, H, W, C) map, as Swin's blocks hold it
 
 
 def input_rf() -> TensorRF:
@@ -143,6 +144,7 @@ class ReceptiveField:
     @classmethod
     def of(cls, rf: TensorRF, shape: Sequence[int], input_hw: Sequence[int]) -> ReceptiveField:
         units = (rf.tokens.grid if rf.tokens is not None
+                 else tuple(shape[-3:-1]) if rf.channels_last
                  else tuple(shape[-2:]) if rf.spatial and len(shape) >= 2 else (1, 1))
         # Unit i sees [lo + i·jump, hi + i·jump] plus the shared part: the last unit is the
         # one furthest from the input's start, the first the one furthest from its end.
@@ -273,6 +275,11 @@ def propagate(
     out_spatial = len(out_shape) >= 3 and any(r.spatial for _, r in known)
     if any(r.tokens is not None for _, r in known):
         return _token_op(func, args, kwargs, known, out_shape)
+    if any(r.channels_last for _, r in known):
+        return _channels_last_op(func, args, known)
+    if packet is aten.permute and first.spatial and first_t.dim() == 4 and (
+            [d % 4 for d in args[1]] == [0, 2, 3, 1]):
+        return TensorRF(first.axes, False, channels_last=True)  # (B, C, H, W) -> (B, H, W, C)
 
     if packet in (aten.convolution, aten._convolution):
         if args[6]:  # transposed: the field grows *and* the jump shrinks; not modelled
@@ -404,6 +411,51 @@ def _split(rf: TensorRF, t: torch.Tensor, packet: Any, args: Sequence[Any],
         axes[i] = Axis(a.lo, a.hi, a.jump * step, a.clo, a.chi)
         return TensorRF(tuple(axes), True)  # type: ignore[arg-type]
     raise NoRule("splitting or indexing along H or W")
+
+
+# -- channels-last maps ------------------------------------------------------------------
+def _channels_last_op(func: Any, args: Sequence[Any],
+                      known: Sequence[tuple[torch.Tensor, TensorRF]]) -> TensorRF | None:
+    """(B, H, W, C) maps: per-position ops, LayerNorm over C, and the permute back. Linear
+    layers and window attention on them are module rules (:func:`module_rule`)."""
+    packet = func._overloadpacket
+    t, rf = next((t, r) for t, r in known if r.channels_last)
+    if packet is aten.permute and t.dim() == 4 and [d % 4 for d in args[1]] == [0, 3, 1, 2]:
+        return TensorRF(rf.axes, True)
+    if packet is aten.native_layer_norm and len(args[1]) == 1:
+        return rf
+    if packet in _FACTORY:
+        return None
+    if packet in _PASS or is_elementwise(func) or packet is aten.copy_:
+        if any(not r.channels_last for _, r in known):
+            raise NoRule("combining a channels-last map with another layout")
+        union = _union(known, (), False)
+        return TensorRF(union.axes, False, channels_last=True)
+    raise NoRule("no receptive-field rule for a channels-last (B, H, W, C) map")
+
+
+def module_rule(module: torch.nn.Module, rf: TensorRF) -> TensorRF | None:
+    """The receptive field of a module's output from its input's, for the modules whose
+    inner ops the op-level rules cannot follow; None: follow the ops.
+
+    - ``nn.Linear`` on a channels-last map acts on C alone: the field is unchanged.
+    - Swin's window attention (Liu et al. 2021): a token attends to the M x M window that
+      holds it (shifted or not), somewhere inside it, so the static bound is M - 1 tokens to
+      each side: a (2M-1) x (2M-1), stride-1 window in token units. Exact for no unit; an
+      upper bound that grows through the blocks, as the shifted windows connect neighbours.
+    - Swin's patch merging: the 2 x 2 neighbourhood of each token, stride 2.
+    """
+    kind = type(module).__name__
+    if isinstance(module, torch.nn.Linear):
+        return rf if rf.channels_last else None
+    if kind == "WindowAttention" and rf.channels_last and hasattr(module, "window"):
+        m = module.window
+        h, w = rf.axes
+        return TensorRF((h.window(2 * m - 1, 1, m - 1), w.window(2 * m - 1, 1, m - 1)), False,
+                        channels_last=True)
+    if kind == "PatchMerging" and rf.spatial:
+        return _window(rf, 2, 2, 0)
+    return None
 
 
 # -- token sequences ---------------------------------------------------------------------

@@ -30,7 +30,7 @@ import torch.nn as nn
 from cnnlab.models.base import Classifier
 from cnnlab.registry import Paper, register_model
 
-__all__ = ["VIT_SPECS", "VisionTransformer", "vit_params"]
+__all__ = ["VIT_SPECS", "VisionTransformer"]
 
 DOSOVITSKIY_2021 = Paper(
     title="An Image is Worth 16x16 Words: Transformers for Image Recognition at Scale",
@@ -46,19 +46,6 @@ VIT_SPECS: dict[str, tuple[int, int, int, int]] = {
     "large": (24, 1024, 4096, 16),
     "huge": (32, 1280, 5120, 16),
 }
-
-
-def vit_params(size: str, patch: int, image_size: int = 224, num_classes: int = 1000,
-               in_chans: int = 3) -> int:
-    """The parameter count by hand: per encoder layer attention 4d² + 4d (Q, K, V and output
-    projections with biases), MLP 2·d·m + m + d, two LayerNorms 4d; plus the patch embedding
-    (d·c·p² + d), the class token (d), the position embedding (N·d, N = patches + 1), the
-    final LayerNorm (2d) and the head (d·classes + classes)."""
-    layers, d, m, _ = VIT_SPECS[size]
-    tokens = (image_size // patch) ** 2 + 1
-    layer = (4 * d * d + 4 * d) + (2 * d * m + m + d) + 4 * d
-    return (layers * layer + d * in_chans * patch * patch + d + d + tokens * d + 2 * d
-            + d * num_classes + num_classes)
 
 
 class EncoderBlock(nn.Module):
@@ -107,8 +94,10 @@ class Encoder(nn.Module):
 class VisionTransformer(Classifier):
     """Patch embedding -> [class] + patch tokens + position embedding -> encoder -> the class
     token's head. Init as torchvision's: truncated-normal patch embedding (std 1/sqrt(fan_in)),
-    zero class token, N(0, 0.02) position embedding, Xavier MLP, zero head (Sec. 3.2's
-    zero-initialised head for fine-tuning)."""
+    zero class token, N(0, 0.02) position embedding, Xavier MLP; the head truncated-normal
+    (std 0.02, timm's), or zero with ``zero_head=True`` (torchvision's, and Sec. 3.2's
+    zero-initialised head for fine-tuning: then no gradient reaches the body at the first
+    step)."""
 
     classifier_path = "heads.head"
 
@@ -122,6 +111,7 @@ class VisionTransformer(Classifier):
         image_size: int = 224,
         dropout: float = 0.0,
         attention_dropout: float = 0.0,
+        zero_head: bool = False,
     ) -> None:
         super().__init__()
         if size not in VIT_SPECS:
@@ -147,7 +137,10 @@ class VisionTransformer(Classifier):
         fan_in = in_chans * patch_size * patch_size
         nn.init.trunc_normal_(self.conv_proj.weight, std=math.sqrt(1 / fan_in))
         nn.init.zeros_(self.conv_proj.bias)
-        nn.init.zeros_(self.heads.head.weight)
+        if zero_head:
+            nn.init.zeros_(self.heads.head.weight)
+        else:
+            nn.init.trunc_normal_(self.heads.head.weight, std=0.02)
         nn.init.zeros_(self.heads.head.bias)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
@@ -169,7 +162,9 @@ class VisionTransformer(Classifier):
 _DEVIATIONS = (
     "published top-1 is torchvision's (ImageNet-1k from scratch, torchvision's recipe); the "
     "paper's accuracies follow pre-training on ImageNet-21k or JFT-300M",
-    "the head is one linear layer (the paper's fine-tuning head), no pre-logits layer",
+    "the head is one linear layer (the paper's fine-tuning head), no pre-logits layer; "
+    "initialised N(0, 0.02) so that a fresh model passes gradients (zero_head=True: "
+    "torchvision's zero head)",
     "no ViT recipe in cnnlab: defaults to fine-tuning (Sec. 3.2 fine-tunes the pre-trained "
     "model); the paper pre-trains with Adam, batch 4096, warm-up and linear decay (Sec. 4.1)",
 )
