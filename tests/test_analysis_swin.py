@@ -59,4 +59,5 @@ def test_cli_rf_swin(capsys):
     assert main(["rf", "swin_t"]) == 0
     out = capsys.readouterr().out
     assert "1x96x56x56" in out and "100" in out and "1456 (global)" in out
+    assert "whole input from features.5.0.attn on" in out  # stage 3's first window block
     assert "UNACCOUNTED" not in out

@@ -140,7 +140,9 @@ def test_receptive_field_is_the_patch_then_the_whole_input(vit_b_16_summary):
     rows = {r.name: r for r in s.layers}
     before = rows["encoder.layers.encoder_layer_0.ln_1"].receptive_field
     assert (before.size, before.covers_input) == (16, False)  # a token sees its patch
-    assert s.first_global == "encoder.layers.encoder_layer_0.self_attention.bmm"  # Q·Kᵀ
+    assert s.first_global == "encoder.layers.encoder_layer_0.self_attention"
+    first_qk = rows["encoder.layers.encoder_layer_0.self_attention.bmm"].receptive_field
+    assert first_qk.covers_input  # Q·Kᵀ mixes the tokens
     for i in range(12):
         rf = s.module_outputs[f"encoder.layers.encoder_layer_{i}"][1]
         assert (rf.size, rf.covers_input, rf.local_size) == (224, True, 16)
@@ -152,7 +154,7 @@ def test_cli_rf_says_where_the_field_becomes_global(capsys):
     out = capsys.readouterr().out
     assert "conv_proj" in out and "1x768x7x7" in out
     assert "224 (global)" in out
-    assert "whole input from encoder.layers.encoder_layer_0.self_attention.bmm on" in out
+    assert "whole input from encoder.layers.encoder_layer_0.self_attention on" in out
     assert "UNACCOUNTED" not in out
 
 

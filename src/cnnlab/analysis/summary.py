@@ -148,10 +148,15 @@ class Summary:
 
     @property
     def first_global(self) -> str | None:
-        """The first layer or op whose every unit sees the whole input (a transformer's first
-        attention, an SE gate, a global pool), or None."""
-        return next((r.name for r in self.layers if r.receptive_field is not None
-                     and r.receptive_field.covers_input), None)
+        """The first module (else layer or op) whose every unit sees the whole input: a
+        transformer's first attention, an SE gate, a global pool; or None."""
+        modules = ((name, rf) for name, (_, rf) in self.module_outputs.items())
+        rows = ((r.name, r.receptive_field) for r in self.layers)
+        for candidates in (modules, rows):
+            name = next((n for n, rf in candidates if rf is not None and rf.covers_input), None)
+            if name is not None:
+                return name
+        return None
 
     @property
     def param_bytes(self) -> int:
