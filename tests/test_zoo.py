@@ -11,7 +11,7 @@ from torch.utils.flop_counter import FlopCounterMode
 import cnnlab
 
 from conftest import torchvision_reference
-from zoo_helpers import build_on_meta, count_params, small_input_hw
+from zoo_helpers import build_on_meta, count_params, small_build, small_input_hw
 
 ALL = cnnlab.list_models()
 TORCHVISION = [n for n in ALL if cnnlab.model_info(n).torchvision]
@@ -58,7 +58,7 @@ def test_meta_forward_honours_num_classes_and_in_chans(name):
 
 @pytest.mark.parametrize("name", ALL)
 def test_forward_backward_real(name):
-    model = cnnlab.create_model(name).train()
+    model = cnnlab.create_model(name, **small_build(name)).train()
     h, w = small_input_hw(name, model)
     x = torch.randn(2, model.in_chans, h, w, requires_grad=True)
     out = model(x)
