@@ -18,7 +18,9 @@ family's; inside a stage the blocks work on (B, H, W, C) tokens. As in torchvisi
 authors' code for detection), a map that is not a multiple of the window is zero-padded at the
 bottom/right for attention and cropped back, and patch merging pads odd sizes; so multiples of
 32 need no merging pads, and multiples of 224 (32 * 7) no window pads at any stage. A window
-at least as large as the padded map is not shifted (torchvision's rule).
+at least as large as the padded map is not shifted (torchvision's rule). The padding makes
+small inputs dear: at 32x32 every stage-4 window is one token and 48 zeros, and Swin-T costs
+0.52 GMACs, not the 0.09 that its 4.49 at 224x224 scaled by area would give.
 """
 
 from __future__ import annotations
