@@ -218,15 +218,9 @@ def test_large_input_costs_no_memory():
 # -- every registered model ---------------------------------------------------------------
 
 ALL = cnnlab.list_models()
-# Swin's channels-last permute (features.0.1) and the shifted windows' aten.roll have no
-# analyser rule yet: branch h-vit (which owns src/cnnlab/analysis/) adds them and drops this.
-NEEDS_H_VIT_RULES = {"swin_t", "swin_s", "swin_b"}
 
 
-@pytest.mark.parametrize("name", [
-    pytest.param(n, marks=pytest.mark.xfail(
-        strict=True, reason="permute/roll analyser rules come with branch h-vit"))
-    if n in NEEDS_H_VIT_RULES else n for n in ALL])
+@pytest.mark.parametrize("name", ALL)
 def test_macs_equal_flop_counter_for_every_model(name):
     info = cnnlab.model_info(name)
     model = build_on_meta(name).eval()

@@ -17,7 +17,7 @@ from cnnlab.deploy import export
 from cnnlab.deploy.exporter import AdaptiveAvgPoolAsMatmul
 from cnnlab.deploy.fuse import calibrate_bn
 
-from zoo_helpers import HEAVY_PARAMS, heavy_param
+from zoo_helpers import HEAVY_PARAMS, heavy_param, small_build
 
 ort = pytest.importorskip("onnxruntime", reason="pip install 'cnnlab[deploy]'")
 onnx = pytest.importorskip("onnx")
@@ -53,7 +53,7 @@ def assert_dynamic_batch(path) -> None:
 @pytest.mark.export_registry
 @pytest.mark.parametrize("name", [heavy_param(n) for n in ALL])
 def test_every_model_exports_to_onnx_and_ort_agrees(name, tmp_path):
-    model = cnnlab.create_model(name).eval()
+    model = cnnlab.create_model(name, **small_build(name)).eval()
     size = export_hw(model, name)
     if name in OVERFLOW_UNTRAINED:
         calibrate_bn(model, torch.randn(4, *(size or cnnlab.model_info(name).input_size)))

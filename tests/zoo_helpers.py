@@ -39,6 +39,16 @@ def small_input_hw(name: str, model: torch.nn.Module) -> tuple[int, int]:
     return max(64, mh), max(64, mw)
 
 
+def small_build(name: str) -> dict:
+    """Builder options for a cheap real forward: a ViT takes one size, its position
+    embedding's, so it is built for a 4x4 grid of patches (2x2 for /32): the same layers with
+    17 (5) tokens instead of 197 (50). Other models: none."""
+    if cnnlab.model_info(name).family != "vit":
+        return {}
+    patch = int(name.rsplit("_", 1)[1])
+    return {"image_size": 4 * patch if patch < 32 else 2 * patch}
+
+
 def build_on_meta(name: str, **kwargs) -> torch.nn.Module:
     """Build without allocating or initialising real memory: shapes and counts only."""
     with torch.device("meta"):

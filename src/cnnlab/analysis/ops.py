@@ -4,6 +4,14 @@ MACs: ``torch.utils.flop_counter``'s formulas (convolution, mm, addmm, bmm, ...)
 count 2 FLOPs per multiply-accumulate and no bias additions; we report MACs = FLOPs / 2,
 so totals equal ``FlopCounterMode`` total / 2 exactly.
 
+Attention: its two matmuls (Q·Kᵀ and A·V, 2·N²·d MACs per layer for N tokens of width d)
+are MACs like any other. On meta tensors (the analyser) and under autograd on the math path,
+``scaled_dot_product_attention`` reaches aten as ``bmm``, which the counter counts; the fused
+CPU kernel (``_scaled_dot_product_flash_attention_for_cpu``) and ``nn.MultiheadAttention``'s
+inference fast path (``_native_multi_head_attention``, eval mode without autograd on CPU or
+CUDA) have no formula in ``torch.utils.flop_counter`` (it counts them as 0), so
+``ATTENTION_FLOPS`` adds theirs: the same two matmuls, plus the fast path's projections.
+
 Other ops, counted separately and never mixed into MACs (per output element unless said):
 - elementwise functions (ReLU, sigmoid, SiLU, residual add, SE gate multiply, ...): 1;
 - batch norm: 2 (the inference-time scale and shift); group/layer norm: 4 (they also
@@ -21,12 +29,13 @@ import math
 from typing import Any
 
 import torch
-from torch.utils.flop_counter import flop_registry
+from torch.utils.flop_counter import flop_registry, sdpa_flop_count
 
 aten = torch.ops.aten
 
 __all__ = [
-    "ELEMENTWISE", "ZERO_COST", "has_rule", "is_elementwise", "mac_flops", "other_ops",
+    "ATTENTION_FLOPS", "ELEMENTWISE", "ZERO_COST", "has_rule", "is_elementwise", "mac_flops",
+    "other_ops",
 ]
 
 ZERO_COST = {
@@ -53,7 +62,7 @@ _PER_INPUT = {
     aten._adaptive_avg_pool2d, aten.adaptive_avg_pool2d, aten.adaptive_max_pool2d,
     aten.mean, aten.sum, aten.amax, aten.amin, aten.max, aten.min,
 }
-_SOFTMAX = {aten._softmax, aten.softmax, aten._log_softmax, aten.log_softmax}
+_SOFTMAX = {aten._softmax, aten.softmax, aten._log_softmax, aten.log_softmax, aten._safe_softmax}
 # Elementwise ops PyTorch does not tag as pointwise.
 ELEMENTWISE = {aten.hardswish, aten.hardswish_, aten.native_dropout, aten.where}
 
@@ -62,9 +71,37 @@ def is_elementwise(func: Any) -> bool:
     return torch.Tag.pointwise in func.tags or func._overloadpacket in ELEMENTWISE
 
 
+def _sdpa_cpu_flops(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
+                    *_: Any, **__: Any) -> int:
+    # (B, heads, N, d) each: PyTorch's own formula for its CUDA attention kernels.
+    return sdpa_flop_count(query.shape, key.shape, value.shape)
+
+
+def _native_mha_flops(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
+                      embed_dim: int, num_head: int, *_: Any, **__: Any) -> int:
+    # Batch-first (B, N, E): Q, K, V projections, the attention matmuls, the output projection.
+    b, n_q, e = query.shape
+    n_k = key.shape[1]
+    projections = 2 * b * e * e * (2 * n_q + 2 * n_k)
+    per_head = (b, num_head, n_q, embed_dim // num_head)
+    kv = (b, num_head, n_k, embed_dim // num_head)
+    return projections + sdpa_flop_count(per_head, kv, kv)
+
+
+# Fused attention kernels that torch.utils.flop_counter has no formula for.
+ATTENTION_FLOPS = {
+    aten._scaled_dot_product_flash_attention_for_cpu: _sdpa_cpu_flops,
+    aten._native_multi_head_attention: _native_mha_flops,
+}
+
+
 def mac_flops(func: Any, args: Any, kwargs: dict[str, Any], out: Any) -> int | None:
-    """FLOPs by ``torch.utils.flop_counter``'s formula, or None when it has none."""
-    formula = flop_registry.get(func._overloadpacket)
+    """FLOPs by ``torch.utils.flop_counter``'s formula (or ``ATTENTION_FLOPS``), or None
+    when neither has one."""
+    packet = func._overloadpacket
+    if packet in ATTENTION_FLOPS:
+        return int(ATTENTION_FLOPS[packet](*args, **kwargs))
+    formula = flop_registry.get(packet)
     return None if formula is None else int(formula(*args, **kwargs, out_val=out))
 
 
@@ -75,8 +112,8 @@ def _numel(t: Any) -> int:
 def has_rule(func: Any) -> bool:
     """Whether ``other_ops`` knows this op (so it holds no hidden multiply-accumulates)."""
     packet = func._overloadpacket
-    return (packet in flop_registry or packet in ZERO_COST or packet in _NORM2
-            or packet in _NORM4 or packet in _WINDOW or packet in _PER_INPUT
+    return (packet in flop_registry or packet in ATTENTION_FLOPS or packet in ZERO_COST
+            or packet in _NORM2 or packet in _NORM4 or packet in _WINDOW or packet in _PER_INPUT
             or packet in _SOFTMAX or is_elementwise(func))
 
 
@@ -85,6 +122,10 @@ def other_ops(func: Any, args: Any, kwargs: dict[str, Any], out: Any) -> int | N
     packet = func._overloadpacket
     first_out = out[0] if isinstance(out, (tuple, list)) else out
     n_out = _numel(first_out)
+    if packet in ATTENTION_FLOPS:  # the softmax over the scores, 3 per score
+        q, k = args[0], args[1]
+        heads = q.shape[1] if q.dim() == 4 else args[4]
+        return 3 * q.shape[0] * heads * q.shape[-2] * k.shape[-2]
     if packet in flop_registry or packet in ZERO_COST:
         return 0
     if packet in _NORM2:

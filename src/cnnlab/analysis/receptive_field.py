@@ -10,6 +10,14 @@ the maximum over incoming paths; a global reduction (adaptive pool to 1, mean ov
 flatten before a linear layer) unions every unit along the axis, and a normalisation by
 statistics over the map (group/layer/instance norm) adds that union to every unit. An op
 with no rule here raises :class:`NoRule` so the caller can report it rather than guess.
+
+Token sequences (Vision Transformers): flattening a map's H, W into one dim makes a sequence
+of patch tokens (:class:`Tokens`: which dim holds them, on what grid, after how many extra
+tokens such as a class token), followed through views, transposes, concatenation and
+per-token ops (linear layers, LayerNorm over the width). An op that mixes tokens (a matmul
+over the token dim or of two token tensors, as in attention's Q·Kᵀ and A·V; a softmax,
+norm or reduction over tokens) gives every token what all tokens see, so after the first
+global attention every unit sees the whole input; before it a token sees its patch.
 """
 
 from __future__ import annotations
@@ -25,7 +33,7 @@ from cnnlab.analysis.ops import is_elementwise
 
 aten = torch.ops.aten
 
-__all__ = ["Axis", "NoRule", "ReceptiveField", "TensorRF", "input_rf", "propagate"]
+__all__ = ["Axis", "NoRule", "ReceptiveField", "TensorRF", "Tokens", "input_rf", "propagate"]
 
 
 class NoRule(Exception):
@@ -63,11 +71,30 @@ class Axis:
 
 
 @dataclass(frozen=True)
+class Tokens:
+    """A sequence of patch tokens: along tensor dim ``dim``, index i is token
+    ``(i // stride) % count`` (``stride`` > 1 where the tokens were merged with an outer dim,
+    as a linear layer's matmul does); the first ``prefix`` tokens (a class token) hold no
+    patch, and token ``prefix + r·w + c`` is patch (r, c) of the (h, w) ``grid``. ``mixed``:
+    every token has seen every token (after a global attention)."""
+
+    dim: int
+    count: int
+    grid: tuple[int, int]
+    prefix: int = 0
+    stride: int = 1
+    mixed: bool = False
+
+
+@dataclass(frozen=True)
 class TensorRF:
-    """``axes``: (H, W) intervals; ``spatial``: the tensor's last two dims are that map."""
+    """``axes``: (H, W) intervals; ``spatial``: the tensor's last two dims are that map;
+    ``tokens``: the tensor is a token sequence on a grid (then ``axes`` are patch 0's)."""
 
     axes: tuple[Axis, Axis]
     spatial: bool
+    tokens: Tokens | None = None
+    channels_last: bool = False  # a (B, H, W, C) map, as Swin's blocks hold it
 
 
 def input_rf() -> TensorRF:
@@ -116,7 +143,9 @@ class ReceptiveField:
 
     @classmethod
     def of(cls, rf: TensorRF, shape: Sequence[int], input_hw: Sequence[int]) -> ReceptiveField:
-        units = tuple(shape[-2:]) if rf.spatial and len(shape) >= 2 else (1, 1)
+        units = (rf.tokens.grid if rf.tokens is not None
+                 else tuple(shape[-3:-1]) if rf.channels_last
+                 else tuple(shape[-2:]) if rf.spatial and len(shape) >= 2 else (1, 1))
         # Unit i sees [lo + i·jump, hi + i·jump] plus the shared part: the last unit is the
         # one furthest from the input's start, the first the one furthest from its end.
         covers = all(
@@ -204,6 +233,7 @@ _PASS = {
     aten._native_batch_norm_legit_no_training,
     aten.cudnn_batch_norm, aten.native_dropout, aten.bernoulli, aten.clone, aten.contiguous,
     aten._to_copy, aten.detach, aten.alias, aten.lift_fresh, aten.softmax, aten._softmax,
+    aten._safe_softmax,
     aten._log_softmax, aten.log_softmax, aten.channel_shuffle, aten.hardtanh_, aten.hardtanh,
     aten.dropout,
 }
@@ -243,6 +273,13 @@ def propagate(
     outs = [o for o in _flat([out]) if isinstance(o, torch.Tensor)]
     out_shape = _shape(outs[0]) if outs else ()
     out_spatial = len(out_shape) >= 3 and any(r.spatial for _, r in known)
+    if any(r.tokens is not None for _, r in known):
+        return _token_op(func, args, kwargs, known, out_shape)
+    if any(r.channels_last for _, r in known):
+        return _channels_last_op(func, args, known)
+    if packet is aten.permute and first.spatial and first_t.dim() == 4 and (
+            [d % 4 for d in args[1]] == [0, 2, 3, 1]):
+        return TensorRF(first.axes, False, channels_last=True)  # (B, C, H, W) -> (B, H, W, C)
 
     if packet in (aten.convolution, aten._convolution):
         if args[6]:  # transposed: the field grows *and* the jump shrinks; not modelled
@@ -342,6 +379,11 @@ def _reshape(rf: TensorRF, in_shape: Sequence[int], out_shape: Sequence[int],
         return rf
     if len(out_shape) >= 3 and tuple(out_shape[-2:]) == tuple(in_shape[-2:]):
         return rf
+    if (len(out_shape) == nd - 1 and tuple(out_shape[:-1]) == tuple(in_shape[:-2])
+            and nd >= 3 and packet is not aten.expand):
+        # (B, C, H, W) -> (B, C, H·W): the map becomes a sequence of patch tokens, row by row
+        h, w = in_shape[-2:]
+        return TensorRF(rf.axes, False, Tokens(nd - 2, h * w, (h, w)))
     # The map is folded into other dims (flatten before a linear layer): one unit of the
     # result may depend on any position, so take the union over the whole map.
     return _collapse(rf, in_shape, (-2, -1), keeps=False)
@@ -369,6 +411,229 @@ def _split(rf: TensorRF, t: torch.Tensor, packet: Any, args: Sequence[Any],
         axes[i] = Axis(a.lo, a.hi, a.jump * step, a.clo, a.chi)
         return TensorRF(tuple(axes), True)  # type: ignore[arg-type]
     raise NoRule("splitting or indexing along H or W")
+
+
+# -- channels-last maps ------------------------------------------------------------------
+def _channels_last_op(func: Any, args: Sequence[Any],
+                      known: Sequence[tuple[torch.Tensor, TensorRF]]) -> TensorRF | None:
+    """(B, H, W, C) maps: per-position ops, LayerNorm over C, and the permute back. Linear
+    layers and window attention on them are module rules (:func:`module_rule`)."""
+    packet = func._overloadpacket
+    t, rf = next((t, r) for t, r in known if r.channels_last)
+    if packet is aten.permute and t.dim() == 4 and [d % 4 for d in args[1]] == [0, 3, 1, 2]:
+        return TensorRF(rf.axes, True)
+    if packet is aten.native_layer_norm and len(args[1]) == 1:
+        return rf
+    if packet in _FACTORY:
+        return None
+    if packet in _PASS or is_elementwise(func) or packet is aten.copy_:
+        if any(not r.channels_last for _, r in known):
+            raise NoRule("combining a channels-last map with another layout")
+        union = _union(known, (), False)
+        return TensorRF(union.axes, False, channels_last=True)
+    raise NoRule("no receptive-field rule for a channels-last (B, H, W, C) map")
+
+
+def module_rule(module: torch.nn.Module, rf: TensorRF) -> TensorRF | None:
+    """The receptive field of a module's output from its input's, for the modules whose
+    inner ops the op-level rules cannot follow; None: follow the ops.
+
+    - ``nn.Linear`` on a channels-last map acts on C alone: the field is unchanged.
+    - Swin's window attention (Liu et al. 2021): a token attends to the M x M window that
+      holds it (shifted or not), somewhere inside it, so the static bound is M - 1 tokens to
+      each side: a (2M-1) x (2M-1), stride-1 window in token units. Exact for no unit; an
+      upper bound that grows through the blocks, as the shifted windows connect neighbours.
+    - Swin's patch merging: the 2 x 2 neighbourhood of each token, stride 2.
+    """
+    kind = type(module).__name__
+    if isinstance(module, torch.nn.Linear):
+        return rf if rf.channels_last else None
+    if kind == "WindowAttention" and rf.channels_last and hasattr(module, "window"):
+        m = module.window
+        h, w = rf.axes
+        return TensorRF((h.window(2 * m - 1, 1, m - 1), w.window(2 * m - 1, 1, m - 1)), False,
+                        channels_last=True)
+    if kind == "PatchMerging" and rf.spatial:
+        return _window(rf, 2, 2, 0)
+    return None
+
+
+# -- token sequences ---------------------------------------------------------------------
+_SOFTMAXES = {aten.softmax, aten._softmax, aten._log_softmax, aten.log_softmax,
+              aten._safe_softmax}
+_TOKEN_PASS = (_PASS - _SOFTMAXES) | {aten.copy_}
+
+
+def _token_op(func: Any, args: Sequence[Any], kwargs: dict[str, Any],
+              known: Sequence[tuple[torch.Tensor, TensorRF]], out_shape: Sequence[int]
+              ) -> TensorRF | None:
+    """The rules for ops on token sequences (see the module docstring)."""
+    packet = func._overloadpacket
+    t, rf = next((t, r) for t, r in known if r.tokens is not None)
+    tok = rf.tokens
+    assert tok is not None
+    nd = t.dim()
+    if packet in _RESHAPE and packet is not aten.expand:
+        return _token_view(rf, _shape(t), out_shape)
+    if packet is aten.expand:
+        return _moved(rf, tok.dim + len(out_shape) - nd)
+    if packet in (aten.t, aten.transpose, aten.permute):
+        if packet is aten.permute:
+            order = [d % nd for d in args[1]]
+        else:
+            order = list(range(nd))
+            a, b = (0, 1) if packet is aten.t else (args[1] % nd, args[2] % nd)
+            order[a], order[b] = order[b], order[a]
+        return _moved(rf, order.index(tok.dim))
+    if packet in _SPLIT:
+        dim = (args[2] if len(args) > 2 else kwargs.get("dim", 0)) if packet in (
+            aten.split, aten.split_with_sizes, aten.chunk) else (
+            args[1] if len(args) > 1 else kwargs.get("dim", 0))
+        dim %= nd
+        if dim != tok.dim:
+            removes = packet in (aten.select, aten.unbind)
+            return _moved(rf, tok.dim - 1 if removes and dim < tok.dim else tok.dim)
+        if tok.mixed:  # every token sees the same: any of them is the whole field
+            return _global(rf)
+        start = args[2] if len(args) > 2 and args[2] is not None else 0
+        step = args[4] if len(args) > 4 else 1
+        if packet is aten.slice and tok.stride == 1 and start == tok.prefix and step == 1:
+            return TensorRF(rf.axes, False, Tokens(tok.dim, tok.count - tok.prefix, tok.grid))
+        raise NoRule("indexing a token sequence before its tokens are mixed")
+    if packet is aten.cat:
+        tensors = args[0]
+        dim = (args[1] if len(args) > 1 else kwargs.get("dim", 0)) % nd
+        if dim != tok.dim:
+            return _token_union(known, tok)
+        before = 0
+        for other in tensors:
+            if other is t:
+                break
+            before += other.shape[dim]
+        extra = sum(o.shape[dim] for o in tensors) - t.shape[dim]
+        if len(known) > 1 or tok.stride != 1 or before != extra:
+            raise NoRule("concatenating token sequences other than a prefix (class token)")
+        return TensorRF(rf.axes, False, Tokens(tok.dim, tok.count + before, tok.grid,
+                                               tok.prefix + before, 1, tok.mixed))
+    if packet in _MATMUL and packet is not aten.linear and packet is not aten.matmul:
+        return _token_matmul(packet, args, known)
+    if packet in _SOFTMAXES:
+        dim = (args[1] if len(args) > 1 else kwargs.get("dim", -1)) % nd
+        return _mix(rf) if dim == tok.dim else rf
+    if packet is aten.native_layer_norm:  # statistics over the last len(normalized_shape) dims
+        return _mix(rf) if tok.dim >= nd - len(args[1]) else rf
+    if packet in _REDUCE:
+        dims = args[1] if len(args) > 1 else kwargs.get("dim")
+        dims = range(nd) if not dims and dims != 0 else dims
+        dims = {d % nd for d in (dims if isinstance(dims, (list, tuple, range)) else [dims])}
+        if tok.dim in dims:
+            return _global(rf)
+        keep = args[2] if len(args) > 2 and isinstance(args[2], bool) else kwargs.get(
+            "keepdim", False)
+        return _moved(rf, tok.dim - (0 if keep else sum(d < tok.dim for d in dims)))
+    if packet in _FACTORY:
+        return None
+    if packet in _TOKEN_PASS or is_elementwise(func):
+        return _token_union(known, tok, len(out_shape) - nd)
+    raise NoRule("no receptive-field rule for a token sequence")
+
+
+def _moved(rf: TensorRF, dim: int) -> TensorRF:
+    tok = rf.tokens
+    assert tok is not None
+    return TensorRF(rf.axes, False, Tokens(dim, tok.count, tok.grid, tok.prefix, tok.stride,
+                                           tok.mixed))
+
+
+def _mix(rf: TensorRF) -> TensorRF:
+    """Every token sees what all tokens see: the union over the grid becomes a part every
+    unit shares (as an SE gate's global average does for a map)."""
+    tok = rf.tokens
+    assert tok is not None
+    axes = []
+    for a, units in zip(rf.axes, tok.grid, strict=True):
+        whole = a.collapse(units)
+        axes.append(Axis(a.lo, a.hi, a.jump, min(a.clo, whole.lo), max(a.chi, whole.hi)))
+    mixed = Tokens(tok.dim, tok.count, tok.grid, tok.prefix, tok.stride, True)
+    return TensorRF(tuple(axes), False, mixed)  # type: ignore[arg-type]
+
+
+def _global(rf: TensorRF) -> TensorRF:
+    """A tensor with no token dim left, each of whose units sees what all tokens see."""
+    tok = rf.tokens
+    assert tok is not None
+    axes = tuple(a.collapse(units) for a, units in zip(rf.axes, tok.grid, strict=True))
+    return TensorRF(axes, False)  # type: ignore[arg-type]
+
+
+def _token_view(rf: TensorRF, in_shape: Sequence[int], out_shape: Sequence[int]) -> TensorRF:
+    """A view keeps the tokens where a row-major index finds them: token = (F // inner) %
+    count for the flat index F; find the output dim that holds that block whole."""
+    tok = rf.tokens
+    assert tok is not None
+    inner = tok.stride * math.prod(in_shape[tok.dim + 1:])
+    for q in range(len(out_shape)):
+        below = math.prod(out_shape[q + 1:])
+        if inner % below == 0 and (below * out_shape[q]) % (inner * tok.count) == 0:
+            return TensorRF(rf.axes, False, Tokens(q, tok.count, tok.grid, tok.prefix,
+                                                   inner // below, tok.mixed))
+    h, w = tok.grid
+    if (tok.prefix == 0 and inner == 1 and len(out_shape) >= 3
+            and tuple(out_shape[-2:]) == (h, w)):
+        return TensorRF(rf.axes, True)  # the patch tokens back as an (h, w) map
+    if tok.mixed:
+        return _global(rf)
+    raise NoRule("reshaping a token sequence across its token dim")
+
+
+def _token_union(known: Sequence[tuple[torch.Tensor, TensorRF]], tok: Tokens,
+                 new_dims: int = 0) -> TensorRF:
+    """Elementwise ops on one token layout: the union per patch; a non-token input (a
+    pooled vector) is broadcast to every token, so what it sees is shared."""
+    layouts = [r.tokens for _, r in known if r.tokens is not None]
+    if any((o.count, o.grid, o.prefix) != (tok.count, tok.grid, tok.prefix) for o in layouts):
+        raise NoRule("combining token sequences of different layouts")
+    axes = []
+    for i in range(2):
+        group = [r.axes[i] for _, r in known if r.tokens is not None]
+        shared = [r.axes[i].whole() for _, r in known if r.tokens is None]
+        shared += [(a.clo, a.chi) for a in group]
+        axes.append(Axis(min(a.lo for a in group), max(a.hi for a in group),
+                         max(a.jump for a in group), min(lo for lo, _ in shared),
+                         max(hi for _, hi in shared)))
+    return TensorRF(tuple(axes), False, Tokens(  # type: ignore[arg-type]
+        tok.dim + new_dims, tok.count, tok.grid, tok.prefix, tok.stride,
+        any(o.mixed for o in layouts)))
+
+
+def _token_matmul(packet: Any, args: Sequence[Any],
+                  known: Sequence[tuple[torch.Tensor, TensorRF]]) -> TensorRF:
+    """(…, M, K) @ (…, K, N): tokens along M (rows) or N (columns) stay per token; tokens
+    along the contracted K, or in both operands (attention's Q·Kᵀ), are mixed."""
+    a, b = (args[1], args[2]) if packet in (aten.addmm, aten.baddbmm) else (args[0], args[1])
+    rfs = dict((id(t), r) for t, r in known)
+    if any(r.spatial for r in rfs.values()):
+        raise NoRule("matrix product of a spatial map")
+    out_dims: list[tuple[TensorRF, int]] = []
+    mixed = False
+    for t, row_dim in ((a, a.dim() - 2), (b, b.dim() - 1)):
+        r = rfs.get(id(t))
+        if r is None or r.tokens is None:
+            continue
+        d = r.tokens.dim
+        if d == (a.dim() - 1 if t is a else b.dim() - 2):
+            mixed = True  # the contracted dim
+        elif d == row_dim or d == 0:  # rows/columns, or the batch of a bmm
+            out_dims.append((r, row_dim if d == row_dim else 0))
+        else:
+            raise NoRule("matrix product over a token layout it cannot follow")
+    mixed = mixed or len(out_dims) > 1 or any(r.tokens is None for r in rfs.values())
+    base, dim = out_dims[0] if out_dims else (next(r for r in rfs.values() if r.tokens), 0)
+    union = _token_union([(t, r) for t, r in known if r.tokens is not None], base.tokens)
+    result = _moved(union, dim)
+    if mixed:
+        result = _mix(result)
+    return result if out_dims else _global(result)
 
 
 def _flat(items: Sequence[Any]) -> list[Any]:

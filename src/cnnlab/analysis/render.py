@@ -43,8 +43,9 @@ def _num(v: Any) -> str:
 
 # What the "(global)" mark means, and which field is the conventional one.
 GLOBAL_NOTE = ("(global): every unit sees the whole input; with SE gates through their global "
-               "average pool. local: the conventional field of the conv/pool chain alone, "
-               "without the SE gates' global context.")
+               "average pool, in a transformer from its first global attention on. local: the "
+               "conventional field of the conv/pool chain alone, without the SE gates' global "
+               "context (a transformer token's: its own patch).")
 
 
 def _rf_cells(rf: ReceptiveField | None, compact: bool = False) -> tuple[str, str, str]:

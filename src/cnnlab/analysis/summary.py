@@ -31,6 +31,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from cnnlab.analysis import ops as op_rules
 from cnnlab.analysis.receptive_field import NoRule, ReceptiveField, TensorRF, input_rf, propagate
+from cnnlab.analysis.receptive_field import module_rule as module_rf_rule
 
 __all__ = ["CONVENTIONS", "OPTIMIZER_STATES", "Row", "Summary", "summarize", "tree_rows"]
 
@@ -146,6 +147,18 @@ class Summary:
         return sum(r.activation_bytes for r in self.layers)
 
     @property
+    def first_global(self) -> str | None:
+        """The first module (else layer or op) whose every unit sees the whole input: a
+        transformer's first attention, an SE gate, a global pool; or None."""
+        modules = ((name, rf) for name, (_, rf) in self.module_outputs.items())
+        rows = ((r.name, r.receptive_field) for r in self.layers)
+        for candidates in (modules, rows):
+            name = next((n for n, rf in candidates if rf is not None and rf.covers_input), None)
+            if name is not None:
+                return name
+        return None
+
+    @property
     def param_bytes(self) -> int:
         return self.total_params * self.dtype.itemsize
 
@@ -189,6 +202,9 @@ class _Tracer(TorchDispatchMode):
         self.op_names: dict[str, int] = {}
         self.last_spatial: ReceptiveField | None = None
         self.cache: dict[Any, Any] = {}
+        # Fields set by a module rule (receptive_field.module_rule), one per module call in
+        # progress; while any is open, the ops inside it propagate none.
+        self.module_rules: list[TensorRF | None] = []
 
     # -- receptive fields of tensors -------------------------------------------------
     def rf_of(self, t: torch.Tensor) -> Any:
@@ -328,6 +344,8 @@ class _Tracer(TorchDispatchMode):
                 self.set_rf(t, rf)
 
     def _propagate(self, func: Any, args: Any, kwargs: dict[str, Any], out: Any) -> Any:
+        if any(r is not None for r in self.module_rules):
+            return None
         tensors = [a for a in _flatten(args) + _flatten(list(kwargs.values()))
                    if isinstance(a, torch.Tensor)]
         rfs = [self.rf_of(t) for t in tensors]
@@ -585,15 +603,22 @@ def summarize(
                         stride=_pair(module, "stride")))
                 count(row, own)
             tracer.stack.append(_Frame(mod_name, row if is_leaf else None))
+            first = next((a for a in _flatten(list(args)) if isinstance(a, torch.Tensor)), None)
+            rf_in = None if first is None else tracer.rf_of(first)
+            tracer.module_rules.append(
+                module_rf_rule(module, rf_in) if isinstance(rf_in, TensorRF) else None)
 
         return hook
 
     def post_hook(mod_name: str):  # type: ignore[no-untyped-def]
         def hook(module: nn.Module, _args: Any, out: Any) -> None:
             frame = tracer.stack.pop()
+            t = out[0] if isinstance(out, (tuple, list)) and out else out
+            ruled = tracer.module_rules.pop()
+            if ruled is not None and isinstance(t, torch.Tensor):
+                tracer.set_rf(t, ruled)
             if frame.row is not None:
                 tracer.finish_row(frame.row, out)
-            t = out[0] if isinstance(out, (tuple, list)) and out else out
             if isinstance(t, torch.Tensor):
                 module_outputs[mod_name] = (tuple(t.shape), tracer.public_rf(t))
 

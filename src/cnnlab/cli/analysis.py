@@ -203,6 +203,8 @@ def run_rf(args: argparse.Namespace) -> int:
     table.add_row("features", "forward_features", "", *render._rf_cells(summary.receptive_field),
                   _local(summary.receptive_field))
     Console(width=200).print(table)
+    if summary.first_global is not None:
+        print(f"every unit sees the whole input from {summary.first_global} on")
     for line in summary.unaccounted:
         print(f"UNACCOUNTED: {line}")
     return 0

@@ -322,6 +322,9 @@ def create_pretrained(
     ws = None if local else get_weights(name, os.fspath(weights))
     default = ws or (get_weights(name) if name in _TABLE else None)
     build = {**(default.build if default is not None else {}), **kwargs}
+    if ws is not None and info.family == "vit" and ws.min_size != info.input_size[1:]:
+        # torchvision builds a ViT at its weights' size (the position embedding's length)
+        build.setdefault("image_size", ws.min_size[0])
     wanted_aux = kwargs.get("aux_logits")
     if local:
         state, run = read_run(weights)

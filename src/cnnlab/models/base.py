@@ -59,6 +59,7 @@ class Classifier(nn.Module):
     in_chans: int = 3
     min_input_size: tuple[int, int] = (1, 1)
     fixed_input_size: tuple[int, int] | None = None
+    fixed_size_reason: str = ""  # why, appended to the error for another size
     classifier_path: str = "fc"
     aux_classifier_paths: tuple[str, ...] = ()
 
@@ -114,6 +115,11 @@ class Classifier(nn.Module):
     def forward_head(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(torch.flatten(self.avgpool(x), 1))
 
+    def feature_map(self, x: torch.Tensor) -> torch.Tensor:
+        """A stage's output as the (N, C, H, W) map ``features_only`` returns; models whose
+        stages are token sequences (ViT) override it."""
+        return x
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_input(self, x)
         return self.forward_head(self.forward_features(x))
@@ -144,7 +150,8 @@ def check_input(model: Classifier, x: torch.Tensor) -> None:
         fh, fw = model.fixed_input_size
         if (h, w) != (fh, fw):
             raise ValueError(
-                f"{name}: takes exactly {model.in_chans}x{fh}x{fw} inputs, got shape {shape}"
+                f"{name}: takes exactly {model.in_chans}x{fh}x{fw} inputs"
+                f"{getattr(model, 'fixed_size_reason', '')}, got shape {shape}"
             )
         return
     mh, mw = model.min_input_size
@@ -191,6 +198,7 @@ class FeatureExtractor(nn.Module):
         check_input(self.model, x)
         self._captured = {}
         self.model.forward_features(x)
-        maps = [self._captured[slot] for slot in range(len(self.feature_info))]
+        to_map = getattr(self.model, "feature_map", lambda t: t)
+        maps = [to_map(self._captured[slot]) for slot in range(len(self.feature_info))]
         self._captured = {}
         return maps
