@@ -8,15 +8,19 @@ Each tensor derived from the input carries, per image axis (H, W), the input int
 (residual add, concatenation, SE gate multiply) takes the union of their intervals, i.e.
 the maximum over incoming paths; a global reduction (adaptive pool to 1, mean over H, W,
 flatten before a linear layer) unions every unit along the axis, and a normalisation by
-statistics over the map (group/layer/instance norm) adds that union to every unit. An op
-with no rule here raises :class:`NoRule` so the caller can report it rather than guess.
+statistics over the map (group/layer/instance norm) adds that union to every unit, while a
+norm over the channels of each position (ConvNeXt's LayerNorm) adds nothing. The map may
+also sit channels-last (N x H x W x C, after a permute) or with its positions folded into the
+rows of a matrix ((N·H·W) x C, for a linear layer applied at every position); both are
+followed, so a per-position linear layer keeps the field. An op with no rule here raises
+:class:`NoRule` so the caller can report it rather than guess.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
@@ -64,10 +68,29 @@ class Axis:
 
 @dataclass(frozen=True)
 class TensorRF:
-    """``axes``: (H, W) intervals; ``spatial``: the tensor's last two dims are that map."""
+    """``axes``: (H, W) intervals; ``spatial``: the tensor holds that map, in the dims ``hw``
+    counted from the end: (-2, -1) for N x C x H x W, (-3, -2) channels-last. ``rows``: the
+    map's (H, W) sizes when its positions are folded into the single dim ``hw[0] == hw[1]``
+    (the (N·H·W) x C matrix of a per-position linear layer)."""
 
     axes: tuple[Axis, Axis]
     spatial: bool
+    hw: tuple[int, int] = (-2, -1)
+    rows: tuple[int, int] | None = None
+
+    @property
+    def channels_first(self) -> bool:
+        return self.hw == (-2, -1) and self.rows is None
+
+    def dims(self, ndim: int) -> tuple[int, int]:
+        """The (non-negative) dims of H and W in a tensor of ``ndim`` dims."""
+        return self.hw[0] % ndim, self.hw[1] % ndim
+
+    def map_size(self, shape: Sequence[int]) -> tuple[int, int] | None:
+        """Units along H and W in a tensor of ``shape`` (None: it is too small to hold them)."""
+        if len(shape) < -min(self.hw):
+            return None
+        return self.rows if self.rows is not None else (shape[self.hw[0]], shape[self.hw[1]])
 
 
 def input_rf() -> TensorRF:
@@ -116,7 +139,7 @@ class ReceptiveField:
 
     @classmethod
     def of(cls, rf: TensorRF, shape: Sequence[int], input_hw: Sequence[int]) -> ReceptiveField:
-        units = tuple(shape[-2:]) if rf.spatial and len(shape) >= 2 else (1, 1)
+        units = (rf.map_size(shape) if rf.spatial else None) or (1, 1)
         # Unit i sees [lo + i·jump, hi + i·jump] plus the shared part: the last unit is the
         # one furthest from the input's start, the first the one furthest from its end.
         covers = all(
@@ -141,7 +164,7 @@ def _union(known: Sequence[tuple[torch.Tensor, TensorRF]], out_shape: Sequence[i
     broadcast: list[TensorRF] = []
     for t, r in known:
         is_broadcast = (spatial and r.spatial and t.dim() >= 2
-                        and tuple(t.shape[-2:]) != tuple(out_shape[-2:]))
+                        and r.map_size(t.shape) != r.map_size(out_shape))
         (broadcast if is_broadcast else aligned).append(r)
     if not aligned:
         aligned, broadcast = broadcast, []
@@ -153,7 +176,10 @@ def _union(known: Sequence[tuple[torch.Tensor, TensorRF]], out_shape: Sequence[i
             min(a.lo for a in group), max(a.hi for a in group), max(a.jump for a in group),
             min(lo for lo, _ in shared), max(hi for _, hi in shared),
         ))
-    return TensorRF(tuple(axes), spatial)  # type: ignore[arg-type]
+    layout = next((r for r in aligned if r.spatial), None)
+    if not spatial or layout is None:
+        return TensorRF(tuple(axes), spatial)  # type: ignore[arg-type]
+    return TensorRF(tuple(axes), True, layout.hw, layout.rows)  # type: ignore[arg-type]
 
 
 def _pair(v: Any, default: int) -> tuple[int, int]:
@@ -186,15 +212,23 @@ def _adaptive(rf: TensorRF, in_hw: Sequence[int], out_hw: Sequence[int]) -> Tens
 
 
 def _collapse(rf: TensorRF, shape: Sequence[int], dims: Sequence[int], keeps: bool) -> TensorRF:
-    """Reduce over ``dims`` of a tensor of ``shape``; H is dim -2, W is dim -1."""
+    """Reduce over ``dims`` of a tensor of ``shape``; H and W are the dims ``rf.hw``."""
+    if not rf.spatial:
+        return rf
     nd = len(shape)
     reduced = {d % nd for d in dims}
+    h, w = rf.dims(nd)
+    units = rf.map_size(shape)
     axes = list(rf.axes)
-    for i, dim in ((0, nd - 2), (1, nd - 1)):
-        if rf.spatial and dim in reduced:
-            axes[i] = axes[i].collapse(shape[dim])
-    touched = rf.spatial and bool(reduced & {nd - 2, nd - 1})
-    return TensorRF(tuple(axes), rf.spatial and (keeps or not touched))  # type: ignore[arg-type]
+    for i, dim in ((0, h), (1, w)):
+        if dim in reduced:
+            axes[i] = axes[i].collapse(units[i])
+    if not reduced & {h, w}:  # the map survives; dims dropped after it shift its place
+        after = 0 if keeps else len([d for d in reduced if d > w])
+        return replace(rf, axes=tuple(axes), hw=(rf.hw[0] + after, rf.hw[1] + after))
+    if keeps and rf.rows is None:
+        return replace(rf, axes=tuple(axes))
+    return TensorRF(tuple(axes), False)  # type: ignore[arg-type]
 
 
 # Ops that leave the map where it is: elementwise functions, normalisation over channels,
@@ -217,6 +251,9 @@ _WINDOW = {
 }
 _ADAPTIVE = {aten._adaptive_avg_pool2d, aten.adaptive_avg_pool2d, aten.adaptive_max_pool2d}
 _REDUCE = {aten.mean, aten.sum, aten.amax, aten.amin, aten.max, aten.min, aten.var, aten.std}
+# Ops on the last two dims of an N x C x H x W map: no rule for a channels-last one.
+_CHANNELS_FIRST = {aten.convolution, aten._convolution, aten.constant_pad_nd,
+                   aten.native_group_norm, *_WINDOW, *_ADAPTIVE, *_BATCH_NORM}
 _RESHAPE = {aten.view, aten._unsafe_view, aten.reshape, aten.flatten, aten.unsqueeze, aten.squeeze,
             aten.expand}
 _SPLIT = {aten.split, aten.split_with_sizes, aten.chunk, aten.unbind, aten.slice, aten.select,
@@ -242,8 +279,10 @@ def propagate(
     first_t, first = known[0]
     outs = [o for o in _flat([out]) if isinstance(o, torch.Tensor)]
     out_shape = _shape(outs[0]) if outs else ()
-    out_spatial = len(out_shape) >= 3 and any(r.spatial for _, r in known)
+    out_spatial = any(r.spatial and len(out_shape) >= (2 if r.rows else 3) for _, r in known)
 
+    if packet in _CHANNELS_FIRST and first.spatial and not first.channels_first:
+        raise NoRule(f"{packet.__name__} of a channels-last or folded map")
     if packet in (aten.convolution, aten._convolution):
         if args[6]:  # transposed: the field grows *and* the jump shrinks; not modelled
             raise NoRule("transposed convolution")
@@ -278,10 +317,13 @@ def propagate(
     if packet in (aten.cat, aten.stack):
         dim = args[1] if len(args) > 1 else kwargs.get("dim", 0)
         nd = len(out_shape)
-        if out_spatial and packet is aten.cat and dim % nd >= nd - 2:
+        if out_spatial and packet is aten.cat and dim % nd in first.dims(nd):
             raise NoRule("concatenation along H or W")
         return _union(known, out_shape, out_spatial)
     if packet in _MATMUL:
+        per_position = _per_position_product(packet, args, rf_of)
+        if per_position is not None:
+            return per_position
         if any(r.spatial for _, r in known):
             raise NoRule("matrix product of a spatial map")
         return _union(known, out_shape, False)
@@ -291,9 +333,15 @@ def propagate(
     if packet is aten.native_group_norm:  # statistics over the whole map of each group
         return _whole_map(first, _shape(first_t), axes=(0, 1))
     if packet is aten.native_layer_norm:  # statistics over the last len(normalized_shape) dims
-        normalised = len(args[1])
-        return _whole_map(first, _shape(first_t), axes=tuple(i for i in (0, 1)
-                                                             if normalised >= 2 - i))
+        nd = first_t.dim()
+        normalised = range(nd - len(args[1]), nd)
+        if not first.spatial:
+            return first
+        axes = tuple(i for i, d in enumerate(first.dims(nd)) if d in normalised)
+        if axes and first.rows is not None:
+            raise NoRule("layer norm over a folded map")
+        # over the channels of each position only (channels-last): the field is unchanged
+        return _whole_map(first, _shape(first_t), axes=axes)
     if packet is aten.gather and rf_of(args[2]) is not None:
         # Positions computed from the input (deformable convolution's sampling): unbounded
         # offsets can reach any pixel, so the only static bound is the whole input.
@@ -304,6 +352,26 @@ def propagate(
     if packet in _PASS or is_elementwise(func) or packet is aten.copy_:
         return _union(known, out_shape, out_spatial)
     raise NoRule("no receptive-field rule")
+
+
+def _per_position_product(packet: Any, args: Sequence[Any],
+                          rf_of: Callable[[torch.Tensor], TensorRF | None]) -> TensorRF | None:
+    """A linear layer at every position: ``x @ W`` (mm, addmm, linear) where only ``x``
+    derives from the input and its map is not in the contracted (last) dim, e.g. the
+    (N·H·W) x C rows of a channels-last map. Each output row then sees what its row saw."""
+    if packet is aten.addmm:
+        bias, x, others = args[0], args[1], [args[0], args[2]]
+    elif packet in (aten.mm, aten.linear):
+        bias, x, others = None, args[0], list(args[1:3])
+    else:
+        return None
+    rf = rf_of(x) if isinstance(x, torch.Tensor) else None
+    if rf is None or not rf.spatial or -1 in rf.hw:
+        return None
+    if any(isinstance(t, torch.Tensor) and rf_of(t) is not None for t in others if t is not bias
+           ) or (isinstance(bias, torch.Tensor) and rf_of(bias) is not None):
+        return None
+    return rf
 
 
 def _uses_batch_stats(func: Any, args: Sequence[Any], kwargs: dict[str, Any]) -> bool:
@@ -320,31 +388,78 @@ def _whole_map(rf: TensorRF, shape: Sequence[int], axes: Sequence[int]) -> Tenso
     (0 = H, 1 = W) every unit also sees what all units see, like a broadcast SE gate."""
     if not rf.spatial:
         return rf
+    units = rf.map_size(shape)
     new = list(rf.axes)
     for i in axes:
         a = rf.axes[i]
-        whole = a.collapse(shape[len(shape) - 2 + i])
+        whole = a.collapse(units[i])
         new[i] = Axis(a.lo, a.hi, a.jump, whole.lo, whole.hi)
-    return TensorRF(tuple(new), True)  # type: ignore[arg-type]
+    return replace(rf, axes=tuple(new))
 
 
 def _reshape(rf: TensorRF, in_shape: Sequence[int], out_shape: Sequence[int],
              packet: Any, args: Sequence[Any]) -> TensorRF:
     if not rf.spatial:
         return rf
-    nd = len(in_shape)
+    nd, out_nd = len(in_shape), len(out_shape)
+    h, w = rf.dims(nd)
     if packet in (aten.transpose, aten.permute, aten.t):
-        moved = ({args[1] % nd, args[2] % nd} if packet is aten.transpose
-                 else {i for i, d in enumerate(args[1]) if i != d % nd} if packet is aten.permute
-                 else {0, 1})
-        if moved & {nd - 2, nd - 1}:
+        order = list(range(nd))  # order[i]: the input dim that becomes dim i
+        if packet is aten.permute:
+            order = [d % nd for d in args[1]]
+        elif nd >= 2:
+            i, j = (args[1] % nd, args[2] % nd) if packet is aten.transpose else (0, 1)
+            order[i], order[j] = order[j], order[i]
+        new_h, new_w = order.index(h), order.index(w)
+        if rf.rows is None and new_h >= new_w:
             raise NoRule("transposing H or W")
+        return replace(rf, hw=(new_h - nd, new_w - nd))
+    if rf.channels_first and out_nd >= 3 and tuple(out_shape[-2:]) == tuple(in_shape[-2:]):
         return rf
-    if len(out_shape) >= 3 and tuple(out_shape[-2:]) == tuple(in_shape[-2:]):
-        return rf
-    # The map is folded into other dims (flatten before a linear layer): one unit of the
-    # result may depend on any position, so take the union over the whole map.
-    return _collapse(rf, in_shape, (-2, -1), keeps=False)
+    if rf.rows is None:
+        new_h, new_w = _kept_dim(in_shape, h, out_shape, 0), _kept_dim(in_shape, w, out_shape, -1)
+        if new_h is not None and new_w is not None and new_h < new_w:
+            return replace(rf, hw=(new_h - out_nd, new_w - out_nd))
+        # H and W merged (with the batch) into one dim followed by the channels: the rows
+        # of a per-position linear layer's matrix
+        fold = _merged_dim(in_shape, h, w, out_shape) if w == h + 1 else None
+        if fold is not None and fold < out_nd - 1:
+            return replace(rf, hw=(fold - out_nd,) * 2, rows=(in_shape[h], in_shape[w]))
+        # The map is folded into other dims (flatten before a linear layer): one unit of the
+        # result may depend on any position, so take the union over the whole map.
+        return _collapse(rf, in_shape, (h, w), keeps=False)
+    kept = _kept_dim(in_shape, h, out_shape, 0)
+    if kept is not None:
+        return replace(rf, hw=(kept - out_nd,) * 2)
+    for i in range(out_nd - 1):  # the rows unfolded into H and W again
+        if ((out_shape[i], out_shape[i + 1]) == rf.rows
+                and math.prod(out_shape[i + 2:]) == math.prod(in_shape[h + 1:])
+                and math.prod(out_shape[:i + 2]) == math.prod(in_shape[:h + 1])):
+            return replace(rf, hw=(i - out_nd, i + 1 - out_nd), rows=None)
+    raise NoRule("reshaping a map folded into rows")
+
+
+def _kept_dim(in_shape: Sequence[int], dim: int, out_shape: Sequence[int],
+              pick: int) -> int | None:
+    """The dim of ``out_shape`` that a reshape leaves ``dim`` of ``in_shape`` as: the same
+    size with the same numbers of elements before and after it (``pick`` 0 / -1: the first
+    or last candidate, which differ only by size-1 dims)."""
+    before, after = math.prod(in_shape[:dim]), math.prod(in_shape[dim + 1:])
+    found = [j for j in range(len(out_shape)) if out_shape[j] == in_shape[dim]
+             and math.prod(out_shape[:j]) == before and math.prod(out_shape[j + 1:]) == after]
+    return found[pick] if found else None
+
+
+def _merged_dim(in_shape: Sequence[int], h: int, w: int, out_shape: Sequence[int]) -> int | None:
+    """The dim of ``out_shape`` holding the adjacent dims h, w of ``in_shape`` merged with
+    the dims before them (nothing after them changed), or None."""
+    after = math.prod(in_shape[w + 1:])
+    for j in range(len(out_shape)):
+        if (math.prod(out_shape[j + 1:]) == after
+                and math.prod(out_shape[:j + 1]) == math.prod(in_shape[:w + 1])
+                and out_shape[j] % (in_shape[h] * in_shape[w]) == 0):
+            return j
+    return None
 
 
 def _split(rf: TensorRF, t: torch.Tensor, packet: Any, args: Sequence[Any],
@@ -354,8 +469,13 @@ def _split(rf: TensorRF, t: torch.Tensor, packet: Any, args: Sequence[Any],
     else:  # unbind, slice, select, narrow take the dim second
         dim = args[1] if len(args) > 1 else kwargs.get("dim", 0)
     nd = t.dim()
-    if not rf.spatial or dim % nd < nd - 2:
-        return rf  # channel or batch split: the map is untouched
+    h, w = rf.dims(nd) if rf.spatial else (nd, nd)
+    if not rf.spatial or dim % nd not in (h, w):
+        # a channel or batch split leaves the map; selecting a dim after it shifts its place
+        removes = packet in (aten.select, aten.unbind) and dim % nd > w
+        return replace(rf, hw=(rf.hw[0] + 1, rf.hw[1] + 1)) if removes else rf
+    if rf.rows is not None:
+        raise NoRule("splitting a map folded into rows")
     if packet is aten.slice:
         # x[..., start::step] (e.g. the option-A shortcut's x[:, :, ::2, ::2]): unit i of
         # the result is unit start + i·step of the input.
@@ -364,10 +484,10 @@ def _split(rf: TensorRF, t: torch.Tensor, packet: Any, args: Sequence[Any],
         start = min(max(start + size if start < 0 else start, 0), size)
         step = args[4] if len(args) > 4 else 1
         axes = list(rf.axes)
-        i = 0 if dim % nd == nd - 2 else 1
+        i = 0 if dim % nd == h else 1
         a = axes[i].shift(start)
         axes[i] = Axis(a.lo, a.hi, a.jump * step, a.clo, a.chi)
-        return TensorRF(tuple(axes), True)  # type: ignore[arg-type]
+        return replace(rf, axes=tuple(axes))
     raise NoRule("splitting or indexing along H or W")
 
 
