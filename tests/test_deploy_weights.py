@@ -355,7 +355,8 @@ HEADS = {"alexnet": ["classifier.6"], "vgg11_bn": ["classifier.6"], "resnet18": 
          "resnext50_32x4d": ["fc"], "wide_resnet50_2": ["fc"], "densenet121": ["classifier"],
          "squeezenet1_0": ["classifier.1"], "mobilenet_v2": ["classifier.1"],
          "mobilenet_v3_small": ["classifier.3"], "efficientnet_b0": ["classifier.1"],
-         "googlenet": ["fc"], "inception_v3": ["AuxLogits.fc", "fc"]}
+         "googlenet": ["fc"], "inception_v3": ["AuxLogits.fc", "fc"],
+         "convnext_tiny": ["classifier.2"]}
 
 
 def test_heads_cover_every_family_with_weights():
