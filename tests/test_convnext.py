@@ -215,6 +215,23 @@ def test_receptive_field_by_hand(name):
     assert s.receptive_field.jump == 32
 
 
+def test_tinys_stage_fields_and_activation_memory_by_hand():
+    s = summarize("convnext_tiny")
+    rows = {r.name: r for r in s.rows}
+    depths = PAPER["convnext_tiny"][1]
+    assert [s.module_outputs[f"features.{i}"][1].size for i in (1, 3, 5, 7)] == [
+        field_by_hand(depths[:k]) for k in (1, 2, 3, 4)] == [76, 224, 1096, 1688]
+    # New values per image: a block of width d on an r x r map writes 13·d·r² (conv 1,
+    # LayerNorm 1, linear 4, GELU 4, linear 1, layer-scale product 1, residual add 1); stem
+    # conv + LN 2·96·56²; downsampling LN (input) + conv (output); input 3·224²; head:
+    # pool 768, LN 768, logits 1000. The linears' outputs are views of their own matmuls.
+    blocks = sum(13 * d * r * r * n for d, r, n in zip(
+        (96, 192, 384, 768), (56, 28, 14, 7), depths, strict=True))
+    downs = (96 * 56**2 + 192 * 28**2) + (192 * 28**2 + 384 * 14**2) + (384 * 14**2 + 768 * 49)
+    assert s.activation_values == blocks + 2 * 96 * 56**2 + downs + 3 * 224**2 + 768 * 2 + 1000
+    assert rows["features.1.0.block.3"].activation_values == 384 * 56**2
+
+
 def test_channel_layernorm_and_linears_keep_the_field():
     # conv 3x3 -> channel LayerNorm -> per-position linear -> conv 3x3: a field of 5, not
     # the whole map (a LayerNorm over H, W would make it global: test_analysis_rf.py)
