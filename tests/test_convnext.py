@@ -250,6 +250,23 @@ def test_channel_layernorm_and_linears_keep_the_field():
     assert s.receptive_field.size == 5 and s.receptive_field.jump == 1
 
 
+def test_a_channels_last_layernorm_over_the_map_is_still_global():
+    # the same rule, channels-last: normalising over (W, C) or (H, W, C) uses every position
+    class NormOver(nn.Module):
+        def __init__(self, shape) -> None:
+            super().__init__()
+            self.conv, self.norm = nn.Conv2d(2, 4, 3), nn.LayerNorm(shape)
+
+        def forward(self, x):
+            return self.norm(self.conv(x).permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+
+    rf = {k: summarize(NormOver(shape), (2, 20, 20)).receptive_field
+          for k, shape in (("c", [4]), ("wc", [18, 4]), ("hwc", [18, 18, 4]))}
+    assert rf["c"].sizes == (3, 3) and not rf["c"].covers_input
+    assert rf["wc"].sizes == (3, 20)  # the whole width, not the height
+    assert rf["hwc"].covers_input and rf["hwc"].sizes == (20, 20)
+
+
 def test_small_convnext_field_matches_the_gradient_ground_truth():
     # Ground truth without the analyser: the input pixels on which the centre unit of the
     # last stage depends (random weights, layer scale 1 so no path is near zero).
