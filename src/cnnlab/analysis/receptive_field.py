@@ -359,18 +359,17 @@ def _per_position_product(packet: Any, args: Sequence[Any],
     """A linear layer at every position: ``x @ W`` (mm, addmm, linear) where only ``x``
     derives from the input and its map is not in the contracted (last) dim, e.g. the
     (N·H·W) x C rows of a channels-last map. Each output row then sees what its row saw."""
-    if packet is aten.addmm:
-        bias, x, others = args[0], args[1], [args[0], args[2]]
-    elif packet in (aten.mm, aten.linear):
-        bias, x, others = None, args[0], list(args[1:3])
+    if packet is aten.addmm:  # addmm(bias, x, W)
+        x, weights = args[1], (args[0], args[2])
+    elif packet in (aten.mm, aten.linear):  # mm(x, W), linear(x, W, bias)
+        x, weights = args[0], tuple(args[1:3])
     else:
         return None
-    rf = rf_of(x) if isinstance(x, torch.Tensor) else None
+    rf = rf_of(x)
     if rf is None or not rf.spatial or -1 in rf.hw:
         return None
-    if any(isinstance(t, torch.Tensor) and rf_of(t) is not None for t in others if t is not bias
-           ) or (isinstance(bias, torch.Tensor) and rf_of(bias) is not None):
-        return None
+    if any(isinstance(t, torch.Tensor) and rf_of(t) is not None for t in weights):
+        return None  # the weights depend on the input too (attention): not this rule
     return rf
 
 
