@@ -363,7 +363,7 @@ HEADS = {"alexnet": ["classifier.6"], "vgg11_bn": ["classifier.6"], "resnet18": 
          "squeezenet1_0": ["classifier.1"], "mobilenet_v2": ["classifier.1"],
          "mobilenet_v3_small": ["classifier.3"], "efficientnet_b0": ["classifier.1"],
          "googlenet": ["fc"], "inception_v3": ["AuxLogits.fc", "fc"], "swin_t": ["head"],
-         "regnet_y_400mf": ["fc"], "vit_b_16": ["heads.head"]}
+         "regnet_y_400mf": ["fc"], "vit_b_16": ["heads.head"], "convnext_tiny": ["classifier.2"]}
 
 
 def test_heads_cover_every_family_with_weights():

@@ -119,6 +119,12 @@ PAPERS: dict[str, dict] = {
                     schedule="exponential", gamma=0.97, decay_every=2.4),
     # Chen et al. 2017 (DPN), Sec. 5.1: the rate divided by 10 when the training accuracy
     # plateaus (the other values are unverified and listed as unstated in the recipe).
+    # Liu et al. 2022 (ConvNeXt), Appendix A.1 Table 5 (ImageNet-1K training): AdamW with
+    # momentum (0.9, 0.999), lr 4e-3, weight decay 0.05, batch 4096, 300 epochs, cosine decay,
+    # 20 linear warm-up epochs, label smoothing 0.1, EMA 0.9999.
+    "liu2022": dict(optimizer="adamw", lr=4e-3, betas=(0.9, 0.999), weight_decay=0.05,
+                    batch_size=4096, epochs=300, schedule="cosine", warmup_epochs=20,
+                    label_smoothing=0.1, ema_decay=0.9999),
     "chen2017": dict(optimizer="sgd", schedule="plateau", gamma=0.1, plateau_monitor="train"),
     # Liu et al. 2021 (Swin), Sec. 4.1: AdamW for 300 epochs, cosine decay with 20 epochs of
     # linear warm-up, batch 1024, initial lr 0.001, weight decay 0.05; Appendix A2.1: gradient
@@ -142,7 +148,7 @@ PAPERS: dict[str, dict] = {
 
 def test_every_paper_recipe_is_pinned():
     assert set(PAPERS) == set(RECIPES) - {"fast_cpu"}
-    assert len(PAPERS) == 26  # 24 papers' training recipes and 2 for transfer learning
+    assert len(PAPERS) == 27  # 25 papers' training recipes and 2 for transfer learning
 
 
 @pytest.mark.parametrize("name", sorted(PAPERS))

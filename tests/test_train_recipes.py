@@ -13,7 +13,7 @@ CONTRACT_NAMES = {
     "ioffe2015", "szegedy2016", "szegedy2017", "he2016_imagenet", "he2016_cifar",
     "huang2016_cifar", "huang2017_cifar", "zagoruyko2016_cifar", "xie2017_cifar", "hu2018",
     "iandola2016", "howard2017", "sandler2018", "howard2019", "tan2019", "chen2017", "fast_cpu",
-    "finetune", "linear_probe", "liu2021", "radosavovic2020",
+    "finetune", "linear_probe", "liu2021", "radosavovic2020", "liu2022",
 }
 
 

@@ -423,7 +423,13 @@ def _channels_last_op(func: Any, args: Sequence[Any],
     if packet is aten.permute and t.dim() == 4 and [d % 4 for d in args[1]] == [0, 3, 1, 2]:
         return TensorRF(rf.axes, True)
     if packet is aten.native_layer_norm and len(args[1]) == 1:
-        return rf
+        return rf  # over C alone (ConvNeXt's and Swin's norms): per position
+    if packet is aten.native_layer_norm and len(args[1]) <= 3:
+        # statistics over (W, C) or (H, W, C): every unit also sees the whole width/map
+        spread = (1,) if len(args[1]) == 2 else (0, 1)
+        as_bchw = (*t.shape[:-3], t.shape[-1], t.shape[-3], t.shape[-2])
+        spread_axes = _whole_map(TensorRF(rf.axes, True), as_bchw, spread).axes
+        return TensorRF(spread_axes, False, channels_last=True)
     if packet in _FACTORY:
         return None
     if packet in _PASS or is_elementwise(func) or packet is aten.copy_:

@@ -255,7 +255,7 @@ class _Tracer(TorchDispatchMode):
             row.notes.append("receptive field unknown (see unaccounted)")
             self.last_spatial = None
         row.receptive_field = self.public_rf(t)
-        if isinstance(rf, TensorRF) and rf.spatial:
+        if isinstance(rf, TensorRF) and (rf.spatial or rf.channels_last):
             self.last_spatial = row.receptive_field
 
     def op_row(self, func: Any) -> Row:
@@ -312,7 +312,9 @@ class _Tracer(TorchDispatchMode):
             self.unaccounted.append(f"{row.name}: {func} (no op-count rule; not counted)")
         else:
             row.other_ops += other // self.batch
-        if allocates:
+        if allocates or (func.is_view and any(self._owned_by(t, row) for t in inputs)):
+            # a view of what this row itself allocated (a linear layer's N·H·W x C result
+            # viewed back as N x H x W x C) is still that row's new memory
             for t in outs:
                 self.owner[id(t)] = (t, row)
         self._assign(outs, rf)
@@ -337,6 +339,10 @@ class _Tracer(TorchDispatchMode):
             if spec is not None:
                 self.cache[key] = spec
         return out
+
+    def _owned_by(self, t: torch.Tensor, row: Row) -> bool:
+        entry = self.owner.get(id(t))
+        return entry is not None and entry[0] is t and entry[1] is row
 
     def _assign(self, outs: list[torch.Tensor], rf: Any) -> None:
         for t in outs:

@@ -489,6 +489,17 @@ _add(Recipe(
     source="the authors' released TPU training code",
 ))
 _add(Recipe(
+    name="liu2022",
+    citation="Liu et al. 2022 (ConvNeXt), Appendix A.1, Table 5",
+    # AdamW (0.9, 0.999), lr 4e-3, weight decay 0.05, batch 4096, 300 epochs, cosine decay
+    # after 20 epochs of linear warm-up, label smoothing 0.1, EMA 0.9999.
+    optimizer="adamw", lr=4e-3, betas=(0.9, 0.999), weight_decay=0.05, batch_size=4096,
+    epochs=300, schedule="cosine", warmup_epochs=20, label_smoothing=0.1, ema_decay=0.9999,
+    augment="resized_crop_flip",
+    source="Table 5's RandAugment (9, 0.5), Mixup 0.8, CutMix 1.0 and random erasing 0.25 "
+    "are not available here; stochastic depth and layer scale are the models' own options",
+))
+_add(Recipe(
     name="chen2017",
     citation="Chen et al. 2017 (Dual Path Networks), Sec. 5.1",
     optimizer="sgd", lr=0.4, momentum=0.9, weight_decay=1e-4, batch_size=1280, epochs=120,
