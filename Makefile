@@ -32,8 +32,10 @@ explorer-test-deps: install-dev
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; } || \
 	  echo "make: chromium not installed; the browser tests will be skipped"
 
+# One pytest worker per core (pytest-xdist), each on one torch thread (tests/conftest.py):
+# twice as fast on two cores as one process whose two threads share them.
 test: lint explorer-test-deps
-	$(BIN)/python -m pytest -q -m "not export_registry"
+	$(BIN)/python -m pytest -q -n auto -m "not export_registry"
 
 # Every registered model exported to ONNX and checked by ONNX Runtime: too long for `make test`.
 test-export: install-dev

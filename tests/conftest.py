@@ -27,3 +27,9 @@ def torchvision_reference() -> dict:
 def _seed_and_threads():
     torch.manual_seed(0)
     yield
+
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # One worker per core (make test runs pytest -n auto): one torch thread each, or the
+    # workers' threads thrash.
+    torch.set_num_threads(1)
