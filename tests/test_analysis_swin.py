@@ -44,15 +44,20 @@ def test_swin_t_first_stages_by_hand(swin_t):
 
 
 def test_window_rule_is_the_stated_bound():
-    class WindowAttention(nn.Module):  # the analyser matches Swin's module by name
-        window = 7
+    from cnnlab.models.swin import WindowAttention
 
-    rf = module_rule(WindowAttention(), input_rf())
+    attention = WindowAttention(dim=8, num_heads=2, window=7, shift=0)
+    rf = module_rule(attention, input_rf())
     assert rf is None  # a (B, C, H, W) map is not what window attention takes
 
     tokens = TensorRF(input_rf().axes, False, channels_last=True)
-    out = module_rule(WindowAttention(), tokens)
+    out = module_rule(attention, tokens)
     assert (out.axes[0].lo, out.axes[0].hi) == (-6, 6)  # 2M - 1 = 13 tokens
+
+    class WindowAttention(nn.Module):  # a user's module of the same name: not Swin's rule
+        window = 7
+
+    assert module_rule(WindowAttention(), tokens) is None
 
 
 def test_cli_rf_swin(capsys):

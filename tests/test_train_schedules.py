@@ -1,5 +1,6 @@
 """Schedules against values worked out by hand from each paper's rule."""
 
+import dataclasses
 import math
 
 import pytest
@@ -127,8 +128,15 @@ def test_linear_lr_scaling_with_gradual_warmup_goyal2017():
     from cnnlab.train.recipes import RECIPES
 
     assert all(recipe.lr_reference_batch == 0 for recipe in RECIPES.values())
-    with pytest.raises(ValueError, match="warmup_epochs and linear lr scaling"):
-        dataclasses.replace(r, warmup_epochs=1.0)
+    # a recipe with its own warm-up: that one climbs (from 0) to the scaled rate, no second one
+    own = build_schedule(dataclasses.replace(r, warmup_epochs=1.0), steps_per_epoch=157)
+    assert own.lr_at(0) == 0.0
+    assert own.lr_at(100) == pytest.approx(3.2 * 100 / 157)
+    assert own.lr_at(157) == pytest.approx(3.2)
+    # a smaller batch scales the rate down, used from the first step: no warm-up from 0.1
+    down = dataclasses.replace(r, batch_size=64)
+    assert scaled_lr(down) == pytest.approx(0.025)
+    assert build_schedule(down, steps_per_epoch=157).lr_at(0) == pytest.approx(0.025)
 
 
 def test_scale_lr_flag_scales_against_the_recipes_own_batch():
@@ -142,3 +150,38 @@ def test_scale_lr_flag_scales_against_the_recipes_own_batch():
     plain = resolve_recipe(RunSpec(model="resnet50", data="imagenet", batch_size=1024), None,
                            "he2016_imagenet")
     assert plain.lr_reference_batch == 0 and build_schedule(plain, 100).lr_at(500) == 0.1
+
+
+class _Loader:
+    """The few attributes of cnnlab's loader that the last-batch check reads."""
+
+    def __init__(self, n: int, batch_size: int, world_size: int) -> None:
+        self.n, self.batch_size, self.world_size, self.drop_last = n, batch_size, world_size, False
+
+    def __len__(self) -> int:
+        return -(-self.n // (self.batch_size * self.world_size))
+
+    def global_batch_images(self, i: int) -> int:
+        step = self.batch_size * self.world_size
+        return min(step, self.n - i * step)
+
+
+def test_a_one_image_share_of_the_last_batch_is_refused_for_batchnorm_unless_synced():
+    import torch.nn as nn
+
+    from cnnlab.train.recipes import get_recipe
+    from cnnlab.train.run import _check_last_batch
+
+    bn = nn.Sequential(nn.Conv2d(1, 2, 3), nn.BatchNorm2d(2))
+    recipe = get_recipe("fast_cpu")
+    # 129 = 2 x 64 + 1: one image left for the last step of one process
+    with pytest.raises(ValueError, match=r"129 images mod 64\) would give the process a single"):
+        _check_last_batch(_Loader(129, 64, 1), bn, "net", recipe)
+    # 2 ranks x 32: the last global batch of 3 gives one rank a single image (mod 64 again)
+    with pytest.raises(ValueError, match="mod 64.*one of the processes"):
+        _check_last_batch(_Loader(131, 32, 2), bn, "net", recipe)
+    # with SyncBatchNorm the statistics span both ranks' three images: allowed
+    _check_last_batch(_Loader(131, 32, 2), bn, "net", dataclasses.replace(recipe, sync_bn=True))
+    # two images left, or no BatchNorm: nothing to refuse
+    _check_last_batch(_Loader(130, 64, 1), bn, "net", recipe)
+    _check_last_batch(_Loader(129, 64, 1), nn.Conv2d(1, 2, 3), "net", recipe)

@@ -197,3 +197,19 @@ def test_reset_classifier_and_feature_info():
     assert len(info) == 1 + 24 and set(info.channels()) == {1024}
     assert set(info.reduction()) == {16}
     assert info.module_name()[:2] == ["conv_proj", "encoder.layers.encoder_layer_0"]
+
+
+def test_a_slice_of_some_patch_tokens_is_no_longer_the_whole_grid():
+    class Patches(nn.Module):
+        def __init__(self, end: int | None) -> None:
+            super().__init__()
+            self.embed, self.end = nn.Conv2d(3, 8, 4, stride=4), end
+
+        def forward(self, x):
+            tokens = self.embed(x).flatten(2).transpose(1, 2)  # (B, 16, 8) on a 4 x 4 grid
+            return tokens[:, 0:self.end]
+
+    whole = summarize(Patches(None), (3, 16, 16))
+    assert not whole.unaccounted  # x[:, 0:] keeps every token
+    some = summarize(Patches(3), (3, 16, 16))
+    assert any("indexing a token sequence" in u for u in some.unaccounted)

@@ -18,6 +18,11 @@ per-token ops (linear layers, LayerNorm over the width). An op that mixes tokens
 over the token dim or of two token tensors, as in attention's Q·Kᵀ and A·V; a softmax,
 norm or reduction over tokens) gives every token what all tokens see, so after the first
 global attention every unit sees the whole input; before it a token sees its patch.
+
+Channels-last maps (B, H, W, C), as ConvNeXt's and Swin's blocks hold them after a permute,
+are followed through per-position ops and a LayerNorm over C; modules whose inner ops these
+rules cannot follow have rules of their own (:func:`module_rule`: ``nn.Linear`` on such a map,
+Swin's window attention and patch merging).
 """
 
 from __future__ import annotations
@@ -451,15 +456,16 @@ def module_rule(module: torch.nn.Module, rf: TensorRF) -> TensorRF | None:
       upper bound that grows through the blocks, as the shifted windows connect neighbours.
     - Swin's patch merging: the 2 x 2 neighbourhood of each token, stride 2.
     """
-    kind = type(module).__name__
+    from cnnlab.models.swin import PatchMerging, WindowAttention  # the zoo imports analysis
+
     if isinstance(module, torch.nn.Linear):
         return rf if rf.channels_last else None
-    if kind == "WindowAttention" and rf.channels_last and hasattr(module, "window"):
+    if isinstance(module, WindowAttention) and rf.channels_last:
         m = module.window
         h, w = rf.axes
         return TensorRF((h.window(2 * m - 1, 1, m - 1), w.window(2 * m - 1, 1, m - 1)), False,
                         channels_last=True)
-    if kind == "PatchMerging" and rf.spatial:
+    if isinstance(module, PatchMerging) and rf.spatial:
         return _window(rf, 2, 2, 0)
     return None
 
@@ -502,8 +508,11 @@ def _token_op(func: Any, args: Sequence[Any], kwargs: dict[str, Any],
         if tok.mixed:  # every token sees the same: any of them is the whole field
             return _global(rf)
         start = args[2] if len(args) > 2 and args[2] is not None else 0
+        end = args[3] if len(args) > 3 and args[3] is not None else tok.count
         step = args[4] if len(args) > 4 else 1
-        if packet is aten.slice and tok.stride == 1 and start == tok.prefix and step == 1:
+        # dropping the class token (x[:, 1:]) keeps the whole patch grid; other slices do not
+        if (packet is aten.slice and tok.stride == 1 and start == tok.prefix and step == 1
+                and end >= tok.count):
             return TensorRF(rf.axes, False, Tokens(tok.dim, tok.count - tok.prefix, tok.grid))
         raise NoRule("indexing a token sequence before its tokens are mixed")
     if packet is aten.cat:

@@ -111,7 +111,8 @@ class Context:
         c, h, w = train_ds.images.shape[1:]
         shape = (c, *(pad_to or (h, w)))
         common = dict(mean=mean, std=std, device=self.device, pad_to=pad_to)
-        train_loader = make_loader(train_ds, recipe.batch_size, shuffle=True, drop_last=True,
+        train_loader = make_loader(train_ds, recipe.batch_size, shuffle=True,
+                                   drop_last=recipe.drop_last,
                                    seed=recipe.seed,
                                    train_transform=train_transform(recipe, shape), **common)
         test_loader = make_loader(test_ds, 500, shuffle=False, **common)
@@ -161,13 +162,15 @@ def plot_error_curves(ax: Any, curves: Mapping[str, list[dict[str, Any]]], *,
 
 def short_recipe(name: str, **overrides: Any) -> Any:
     """The recipe of the short budgets: SGD with Nesterov momentum and a one-cycle rate
-    (cnnlab's ``fast_cpu``), no augmentation; ``overrides`` set epochs, batch size, lr..."""
+    (cnnlab's ``fast_cpu``), no augmentation, whole batches only (every model of a comparison
+    takes the same steps); ``overrides`` set epochs, batch size, lr..."""
     from dataclasses import replace
 
     from cnnlab.train import get_recipe
 
     base = get_recipe("fast_cpu")
-    return replace(base, name=f"{name}-{base.name}", augment="none", **overrides)
+    return replace(base, name=f"{name}-{base.name}", augment="none",
+                   **{"drop_last": True, **overrides})
 
 
 def _subset(ds: Any, n: int | None, seed: int, name: str) -> Any:

@@ -255,10 +255,6 @@ class Recipe:
                 f"{len(self.milestones) + 1} for {len(self.milestones)} milestones, "
                 f"got {len(self.factors)}"
             )
-        if self.lr_reference_batch and self.warmup_epochs:
-            raise ValueError(f"recipe {self.name}: warmup_epochs and linear lr scaling "
-                             "(lr_reference_batch) each bring their own warm-up; set one of "
-                             "them to 0")
         if self.batch_size % self.accum_steps:
             raise ValueError(f"recipe {self.name}: batch_size {self.batch_size} is not divisible "
                              f"by accum_steps {self.accum_steps}; each micro-batch must hold "
@@ -684,10 +680,10 @@ def build_schedule(recipe: Recipe, steps_per_epoch: int) -> S.Schedule:
         sched = S.OneCycle(lr, total, recipe.onecycle_pct)
     if recipe.warmup_epochs > 0:
         sched = S.Warmup(sched, math.ceil(recipe.warmup_epochs * steps_per_epoch))
-    if lr != recipe.lr and recipe.lr_scaling_warmup_epochs > 0:
+    if scaling_warmup_epochs(recipe):
         # Goyal et al. 2017, Sec. 2.2: "gradual warmup", from the base rate up by a constant
         # amount each step to the scaled rate after 5 epochs
-        sched = S.Warmup(sched, math.ceil(recipe.lr_scaling_warmup_epochs * steps_per_epoch),
+        sched = S.Warmup(sched, math.ceil(scaling_warmup_epochs(recipe) * steps_per_epoch),
                          start_lr=recipe.lr)
     if recipe.warmup_lr > 0:
         sched = S.WarmupUntil(
@@ -703,6 +699,15 @@ def scaled_lr(recipe: Recipe) -> float:
     if not recipe.lr_reference_batch:
         return recipe.lr
     return recipe.lr * recipe.batch_size / recipe.lr_reference_batch
+
+
+def scaling_warmup_epochs(recipe: Recipe) -> float:
+    """Epochs of Goyal's gradual warm-up: only when scaling raises the rate, and only for a
+    recipe without a warm-up of its own (that one already climbs to the scaled rate). A rate
+    scaled down, for a smaller batch, is used from the first step."""
+    if scaled_lr(recipe) > recipe.lr and not recipe.warmup_epochs:
+        return recipe.lr_scaling_warmup_epochs
+    return 0.0
 
 
 def total_steps(recipe: Recipe, steps_per_epoch: int) -> int:

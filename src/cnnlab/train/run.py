@@ -44,6 +44,7 @@ from cnnlab.train.recipes import (
     get_recipe,
     parse_overrides,
     scaled_lr,
+    scaling_warmup_epochs,
 )
 from cnnlab.train.runfolder import (
     checkpoint_path,
@@ -244,8 +245,9 @@ def describe(recipe: Recipe) -> str:
     opt = recipe.optimizer + (" nesterov" if recipe.nesterov else "")
     lr = f"{recipe.lr:g}"
     if recipe.lr_reference_batch:  # linear scaling (Goyal et al. 2017)
-        lr += (f" x {recipe.batch_size}/{recipe.lr_reference_batch} = {scaled_lr(recipe):g} "
-               f"after {recipe.lr_scaling_warmup_epochs:g} warm-up epochs")
+        lr += f" x {recipe.batch_size}/{recipe.lr_reference_batch} = {scaled_lr(recipe):g}"
+        if scaling_warmup_epochs(recipe):
+            lr += f" after {scaling_warmup_epochs(recipe):g} warm-up epochs"
     return (
         f"recipe {recipe.name} ({recipe.citation}): {opt} lr {lr}, "
         f"{recipe.schedule} schedule, momentum {recipe.momentum:g}, "
@@ -527,13 +529,16 @@ def _check_last_batch(loader: Any, model: nn.Module, model_name: str, recipe: Re
     one image."""
     if loader.drop_last or not has_batchnorm(model):
         return
+    if recipe.sync_bn and loader.world_size > 1:
+        return  # SyncBatchNorm's statistics span the ranks: the last batch holds >= 2 images
     last = loader.global_batch_images(len(loader) - 1)
     if last // loader.world_size == 1:  # the smallest share (shares differ by at most one)
         who = "the process" if loader.world_size == 1 else "one of the processes"
+        step = loader.batch_size * loader.world_size
         raise ValueError(
-            f"the last batch of each epoch ({loader.n:,} images mod {recipe.batch_size}) "
-            f"would give {who} a single image, and {model_name}'s BatchNorm cannot train on "
-            "one; use --set drop_last=true, or another --batch-size")
+            f"the last batch of each epoch ({loader.n:,} images mod {step}) would give {who} "
+            f"a single image, on which {model_name}'s BatchNorm fails wherever a layer sees one "
+            "value per channel; use --set drop_last=true, or another --batch-size")
 
 
 def _finetune(spec: RunSpec, checkpoint: dict[str, Any] | None) -> Any:
