@@ -12,8 +12,8 @@ import torch.nn.functional as F
 from torch.nn.modules.utils import _pair
 
 __all__ = [
-    "ConvBNAct", "DeformConv2d", "DeformConv2dOp", "DropPath", "SqueezeExcite", "deform_conv2d",
-    "drop_path", "make_divisible",
+    "ConvBNAct", "DeformConv2d", "DeformConv2dOp", "DropPath", "Permute", "SqueezeExcite",
+    "deform_conv2d", "drop_path", "make_divisible",
 ]
 
 
@@ -301,3 +301,18 @@ class DeformConv2d(nn.Module):
                 f"stride={self.stride}, padding={self.padding}, dilation={self.dilation}, "
                 f"groups={self.groups}, offset_groups={self.offset_groups}, "
                 f"modulated={self.modulated}, bias={self.bias is not None}")
+
+
+class Permute(nn.Module):
+    """``x.permute(*dims)`` as a layer (torchvision's), to switch between (B, C, H, W) maps
+    and the channels-last (B, H, W, C) form that ConvNeXt's and Swin's blocks work on."""
+
+    def __init__(self, *dims: int) -> None:
+        super().__init__()
+        self.dims = dims
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.permute(*self.dims)
+
+    def extra_repr(self) -> str:
+        return f"dims={self.dims}"

@@ -21,7 +21,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from cnnlab.layers import DropPath
+from cnnlab.layers import DropPath, Permute
 from cnnlab.models.base import Classifier
 from cnnlab.registry import Paper, register_model
 
@@ -67,19 +67,6 @@ class LayerNorm2d(nn.LayerNorm):
         return x.permute(0, 3, 1, 2)
 
 
-class Permute(nn.Module):
-    """``x.permute(*dims)`` as a layer (torchvision's), to switch to channels-last and back."""
-
-    def __init__(self, dims: tuple[int, ...]) -> None:
-        super().__init__()
-        self.dims = dims
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x.permute(*self.dims)
-
-    def extra_repr(self) -> str:
-        return f"dims={self.dims}"
-
 
 class CNBlock(nn.Module):
     """The ConvNeXt block (Fig. 4): x + drop_path(gamma * pw2(GELU(pw1(LN(dw7x7(x)))))).
@@ -92,12 +79,12 @@ class CNBlock(nn.Module):
         super().__init__()
         self.block = nn.Sequential(
             nn.Conv2d(dim, dim, kernel_size=7, padding=3, groups=dim),
-            Permute((0, 2, 3, 1)),
+            Permute(0, 2, 3, 1),
             nn.LayerNorm(dim, eps=LAYER_NORM_EPS),
             nn.Linear(dim, 4 * dim),
             nn.GELU(),
             nn.Linear(4 * dim, dim),
-            Permute((0, 3, 1, 2)),
+            Permute(0, 3, 1, 2),
         )
         # Layer scale (Touvron et al. 2021, "Going deeper with image transformers"): one
         # learnt factor per channel, so that each block starts close to the identity.

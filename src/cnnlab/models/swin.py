@@ -31,7 +31,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from cnnlab.layers import DropPath
+from cnnlab.layers import DropPath, Permute
 from cnnlab.models.base import Classifier
 from cnnlab.registry import Paper, register_model
 
@@ -72,19 +72,6 @@ SWIN_CONFIGS: dict[str, SwinConfig] = {
     "swin_b": SwinConfig(128, (2, 2, 18, 2), (4, 8, 16, 32), 0.5),
 }
 
-
-class Permute(nn.Module):
-    """Reorder the dimensions (between (B, C, H, W) maps and (B, H, W, C) tokens)."""
-
-    def __init__(self, *dims: int) -> None:
-        super().__init__()
-        self.dims = dims
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x.permute(*self.dims)
-
-    def extra_repr(self) -> str:
-        return f"dims={self.dims}"
 
 
 def _to_tokens(x: torch.Tensor) -> torch.Tensor:
